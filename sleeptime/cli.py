@@ -1,0 +1,176 @@
+"""The ``sleeptime`` command line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(
+    help="Sleep-time compute: enrich persistent contexts before users ask, answer cheaply after.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+corpus_app = typer.Typer(help="Generate, check and inspect corpora.", no_args_is_help=True)
+app.add_typer(corpus_app, name="corpus")
+console = Console()
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML configuration file (see sleeptime.yaml).")]
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    with Progress(
+        TextColumn("{task.description:<12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+
+        def factory(stage: str, total: int) -> Callable[[int], None]:
+            task = bar.add_task(stage, total=total)
+            return lambda n: bar.advance(task, n)
+
+        yield factory
+
+
+def _load_config(config: Path | None, **overrides: object):
+    from sleeptime.config import load_config
+
+    try:
+        return load_config(config, **overrides)
+    except (ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def print_accuracy_table(frame) -> None:
+    table = Table(title="Accuracy and mean test-time completion tokens per (sleep budget, test budget)")
+    for column in ("sleep budget", "sleep tok/ctx", "test budget", "n", "accuracy", "test tok/answer"):
+        table.add_column(column, justify="right" if column not in ("sleep budget", "test budget") else "left")
+    for row in frame.itertuples(index=False):
+        table.add_row(
+            row.sleep_budget,
+            f"{row.mean_sleep_tokens_per_context:.0f}",
+            row.test_budget,
+            str(row.n),
+            f"{row.accuracy:.1%}",
+            f"{row.mean_test_tokens:.1f}",
+        )
+    console.print(table)
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    corpus: Annotated[Optional[Path], typer.Option(help="Corpus file or folder (default: the demo corpus).")] = None,
+    output_dir: Annotated[Optional[Path], typer.Option(help="Where the lake and reports go (default: out/).")] = None,
+    max_contexts: Annotated[Optional[int], typer.Option(help="Only the first N contexts.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="Work items in flight at once.")] = None,
+) -> None:
+    """Run sleep time and test time over a corpus and print accuracy and tokens per budget pair."""
+    from sleeptime.job import run_local, summary_table
+
+    cfg = _load_config(config, corpus=corpus, output_dir=output_dir, max_contexts=max_contexts, concurrency=concurrency)
+    with _progress() as progress:
+        result = run_local(cfg, progress)
+    console.print(result.loaded.summary())
+    if result.loaded.quarantined:
+        console.print(f"[yellow]{len(result.loaded.quarantined)} rows set aside; see {cfg.lake_dir / 'quarantine'}[/yellow]")
+    print_accuracy_table(summary_table(result, cfg))
+    stats = result.model_stats
+    console.print(
+        f"run {result.run_id}: {len(result.variants)} variants, {len(result.answers)} answers, "
+        f"{stats.get('calls', 0)} model calls, {stats.get('prompt_tokens', 0)} prompt + "
+        f"{stats.get('completion_tokens', 0)} completion tokens, {len(result.failures)} failures, "
+        f"{result.seconds['total']:.1f}s"
+    )
+    console.print(f"wrote Parquet under {cfg.lake_dir}/")
+    for failure in result.failures[:10]:
+        console.print(f"[red]failed[/red] {failure.stage} {failure.key} ({failure.context_id}): {failure.reason}")
+    if result.failures:
+        raise typer.Exit(1)
+
+
+@corpus_app.command("generate")
+def corpus_generate(
+    out: Annotated[Path, typer.Argument(help="Output JSONL file.")],
+    contexts: Annotated[int, typer.Option(help="Number of contexts.")] = 50,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+) -> None:
+    """Generate an arithmetic-worlds corpus in the project's JSONL format."""
+    from sleeptime.dataset import write_demo_corpus
+
+    write_demo_corpus(out, contexts, seed)
+    console.print(f"wrote {contexts} contexts to {out}")
+
+
+@corpus_app.command("check")
+def corpus_check(
+    path: Annotated[Path, typer.Argument(help="Corpus file or folder.")],
+    format: Annotated[str, typer.Option(help="auto, project, gsm-symbolic or text-folder.")] = "auto",
+    show: Annotated[int, typer.Option(help="How many set-aside rows to print.")] = 20,
+) -> None:
+    """Load a corpus and report what was loaded and which rows were set aside, and why."""
+    from sleeptime.dataset import CorpusError, load_corpus
+
+    try:
+        result = load_corpus(path, format=format)
+    except CorpusError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    console.print(result.summary())
+    for row in result.quarantined[:show]:
+        console.print(f"  {row.location}: {row.reason}")
+
+
+@app.command()
+def think(
+    context_file: Annotated[Path, typer.Argument(help="A text file holding the context.")],
+    config: ConfigOpt = None,
+    budget: Annotated[str, typer.Option(help="Sleep budget name.")] = "large",
+    sample: Annotated[int, typer.Option(help="Sample index k.")] = 0,
+) -> None:
+    """Run sleep time on one context and print c'."""
+    import asyncio
+
+    from sleeptime.compute import make_variant
+    from sleeptime.domain import Context
+    from sleeptime.model import ModelGateway
+
+    cfg = _load_config(config)
+    budgets = {b.name: b for b in cfg.sleep_budgets}
+    if budget not in budgets or budgets[budget].is_none:
+        console.print(f"[red]unknown or empty sleep budget {budget!r}[/red]; choose from {[b for b in budgets if not budgets[b].is_none]}")
+        raise typer.Exit(2)
+    context = Context(id=context_file.stem, text=context_file.read_text(encoding="utf-8"), source=str(context_file))
+    variant = asyncio.run(make_variant(ModelGateway(cfg.models), cfg.sleep_model, context, budgets[budget], sample))
+    console.print(variant.text)
+    console.print(f"[dim]{variant.usage.completion_tokens} completion tokens, ${variant.cost_usd:.6f}[/dim]")
+
+
+@app.command("models")
+def models(config: ConfigOpt = None) -> None:
+    """List the configured models, their litellm strings and prices."""
+    cfg = _load_config(config)
+    for name, spec in cfg.models.items():
+        roles = [r for r in ("sleep", "test") if getattr(cfg, f"{r}_model") == name]
+        prices = (
+            f"${spec.input_cost_per_million}/M in, ${spec.output_cost_per_million}/M out"
+            if spec.input_cost_per_million is not None
+            else "litellm price map"
+        )
+        console.print(f"{name}: {spec.model} ({prices}; concurrency {spec.max_concurrency}) {json.dumps(roles)}")
+
+
+if __name__ == "__main__":
+    app()

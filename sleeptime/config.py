@@ -1,0 +1,98 @@
+"""Run configuration: one validated object, loaded from YAML, overridable from the CLI.
+
+Defaults run everything offline on the embedded reference reasoner. sleeptime.yaml at the repo
+root is the documented example; every field below can be set there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sleeptime.domain import SleepBudget, TestBudget
+from sleeptime.model import REFERENCE_MODEL, ModelSpec
+
+# Sleep budgets: "none" is test-time only. Each level roughly triples the tokens of the last;
+# the reference reasoner writes about 13 tokens per derived fact.
+DEFAULT_SLEEP_BUDGETS = (
+    SleepBudget(name="none", max_tokens=0),
+    SleepBudget(name="small", max_tokens=48),
+    SleepBudget(name="medium", max_tokens=160),
+    SleepBudget(name="large", max_tokens=512),
+)
+
+# The five published verbosity levels, each with a reply cap that lets it say what it is told to.
+DEFAULT_TEST_BUDGETS = (
+    TestBudget(name="t0-direct", verbosity=0, max_tokens=16),
+    TestBudget(name="t1-brief", verbosity=1, max_tokens=40),
+    TestBudget(name="t2-steps", verbosity=2, max_tokens=80),
+    TestBudget(name="t3-explain", verbosity=3, max_tokens=200),
+    TestBudget(name="t4-check", verbosity=4, max_tokens=480),
+)
+
+
+class DemoCorpus(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path = Path("data/demo/corpus.jsonl")
+    contexts: int = Field(default=50, ge=1)
+    seed: int = 7
+
+
+class RunConfig(BaseModel):
+    """Everything one run of the main job needs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    corpus: Path = Path("data/demo/corpus.jsonl")
+    corpus_format: str = "auto"
+    demo: DemoCorpus = Field(default_factory=DemoCorpus)
+    output_dir: Path = Path("out")
+    models: dict[str, ModelSpec] = Field(default_factory=lambda: {"reference": REFERENCE_MODEL})
+    sleep_model: str = "reference"
+    test_model: str = "reference"
+    sleep_budgets: list[SleepBudget] = Field(default_factory=lambda: list(DEFAULT_SLEEP_BUDGETS))
+    test_budgets: list[TestBudget] = Field(default_factory=lambda: list(DEFAULT_TEST_BUDGETS))
+    # Work items in flight at once across all models (each model also has its own cap).
+    concurrency: int = Field(default=32, ge=1)
+    max_contexts: int | None = Field(default=None, ge=1)
+
+    @field_validator("sleep_budgets", "test_budgets")
+    @classmethod
+    def _unique_names(cls, budgets: list[Any]) -> list[Any]:
+        names = [b.name for b in budgets]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"budget names must be unique; repeated: {duplicated}")
+        if not budgets:
+            raise ValueError("at least one budget is required")
+        return budgets
+
+    @model_validator(mode="after")
+    def _models_exist(self) -> RunConfig:
+        for role in ("sleep_model", "test_model"):
+            name = getattr(self, role)
+            if name not in self.models:
+                raise ValueError(f"{role} {name!r} is not among the configured models {sorted(self.models)}")
+        return self
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.output_dir / "lake"
+
+
+def load_config(path: Path | None = None, **overrides: Any) -> RunConfig:
+    """Read ``path`` (YAML) if given, then apply non-None ``overrides`` on top."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: the top level must be a mapping of settings")
+        data.update(loaded)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return RunConfig.model_validate(data)

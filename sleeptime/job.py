@@ -1,0 +1,98 @@
+"""The main job, in process: load a corpus, run sleep time and test time, write the lake.
+
+The orchestrated pipeline (flows/) runs the same core functions on Prefect and Ray; this module
+is the smallest complete executor, used by tests and by ``sleeptime run --executor local``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from sleeptime.analysis import accuracy_table
+from sleeptime.compute import Failure, run_sleep_jobs, run_test_jobs, sleep_jobs, test_jobs
+from sleeptime.config import RunConfig
+from sleeptime.dataset import LoadResult, ensure_demo_corpus, load_corpus
+from sleeptime.domain import Answer, Variant, content_hash
+from sleeptime.model import ModelGateway
+from sleeptime.storage import Lake, answer_record, context_record, query_record, variant_record
+
+# (stage name, total items) -> a function to call with the number of items just finished
+ProgressFactory = Callable[[str, int], Callable[[int], None]]
+
+
+def _no_progress(stage: str, total: int) -> Callable[[int], None]:
+    return lambda n: None
+
+
+@dataclass
+class JobResult:
+    run_id: str
+    loaded: LoadResult
+    variants: list[Variant]
+    answers: list[Answer]
+    failures: list[Failure]
+    seconds: dict[str, float] = field(default_factory=dict)
+    model_stats: dict[str, int] = field(default_factory=dict)
+
+    def answers_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([answer_record(a) for a in self.answers])
+
+    def variants_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([variant_record(v) for v in self.variants])
+
+
+def run_local(config: RunConfig, progress: ProgressFactory = _no_progress) -> JobResult:
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    ensure_demo_corpus(config)
+    loaded = load_corpus(config.corpus, format=config.corpus_format)
+    rows = loaded.rows[: config.max_contexts] if config.max_contexts else loaded.rows
+    seconds["load"] = time.perf_counter() - t0
+
+    gateway = ModelGateway(config.models)
+    sleeping = sleep_jobs([r.context for r in rows], config.sleep_budgets)
+
+    async def work() -> tuple[list[Variant], list[Answer], list[Failure]]:
+        t = time.perf_counter()
+        slept = await run_sleep_jobs(
+            gateway, config.sleep_model, sleeping, config.concurrency, progress("sleep time", len(sleeping))
+        )
+        seconds["sleep"] = time.perf_counter() - t
+        testing = test_jobs([r for r in rows if r.queries], slept.rows, config.test_budgets)
+        t = time.perf_counter()
+        tested = await run_test_jobs(
+            gateway, config.test_model, testing, config.concurrency, progress("test time", len(testing))
+        )
+        seconds["test"] = time.perf_counter() - t
+        return slept.rows, tested.rows, slept.failures + tested.failures
+
+    variants, answers, failures = asyncio.run(work())
+
+    # Same corpus and configuration -> same partition name, so a rerun replaces, never duplicates.
+    run_id = "run-" + content_hash(
+        [r.context.content_hash for r in rows], config.model_dump(mode="json", exclude={"output_dir"})
+    )[:12]
+    t = time.perf_counter()
+    lake = Lake(config.lake_dir)
+    lake.write("contexts", run_id, (context_record(r.context) for r in rows))
+    lake.write("queries", run_id, (query_record(q) for r in rows for q in r.queries))
+    lake.write("variants", run_id, (variant_record(v) for v in variants))
+    lake.write("answers", run_id, (answer_record(a) for a in answers))
+    lake.write("quarantine", run_id, (q.model_dump() for q in loaded.quarantined))
+    seconds["write"] = time.perf_counter() - t
+    seconds["total"] = time.perf_counter() - t0
+    return JobResult(run_id, loaded, variants, answers, failures, seconds, dict(gateway.stats))
+
+
+def summary_table(result: JobResult, config: RunConfig) -> pd.DataFrame:
+    return accuracy_table(
+        result.answers_frame(),
+        result.variants_frame(),
+        [b.name for b in config.sleep_budgets],
+        [b.name for b in config.test_budgets],
+    )

@@ -1,0 +1,190 @@
+"""The model gateway: the one door every model call goes through.
+
+Calls ``litellm.acompletion`` and returns text, usage, cost and latency; bounds concurrency per
+model; retries retryable errors with exponential backoff (honouring Retry-After); prices every
+call from configuration or litellm's price map. A model without a price is refused up front:
+token accounting is not optional.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter
+from typing import Any
+
+import litellm
+from pydantic import BaseModel, ConfigDict, Field
+
+from sleeptime.domain import Usage
+from sleeptime.model._spec import ModelSpec
+from sleeptime.model.providers import reference
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
+    litellm.RateLimitError,
+    litellm.APIConnectionError,
+    litellm.Timeout,
+    litellm.InternalServerError,
+    litellm.ServiceUnavailableError,
+    litellm.BadGatewayError,
+)
+
+
+class ModelError(RuntimeError):
+    """A model call failed for good (after retries, or with a non-retryable error)."""
+
+    def __init__(self, model: str, reason: str, attempts: int):
+        super().__init__(f"{model}: {reason} (after {attempts} attempt{'s' if attempts != 1 else ''})")
+        self.model = model
+        self.reason = reason
+        self.attempts = attempts
+
+
+class Completion(BaseModel):
+    """What one model call produced, and what it cost."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str  # the configured name, not the provider string
+    text: str
+    usage: Usage
+    cost_usd: float = Field(ge=0)
+    latency_s: float = Field(ge=0)
+    attempts: int = 1
+
+
+class ModelGateway:
+    """Holds the configured models and the per-model concurrency limits."""
+
+    def __init__(self, models: dict[str, ModelSpec]):
+        self.models = dict(models)
+        for name, spec in self.models.items():
+            _check_priced(name, spec)
+        if any(spec.model.startswith(f"{reference.PROVIDER}/") for spec in self.models.values()):
+            reference.register()
+        self._semaphores: dict[tuple[int, str], asyncio.Semaphore] = {}
+        self.stats: Counter[str] = Counter()
+
+    def spec(self, name: str) -> ModelSpec:
+        try:
+            return self.models[name]
+        except KeyError:
+            raise KeyError(f"unknown model {name!r}; configured: {sorted(self.models)}") from None
+
+    def _semaphore(self, name: str) -> asyncio.Semaphore:
+        # One semaphore per event loop: Ray workers and tests each run their own loop.
+        key = (id(asyncio.get_running_loop()), name)
+        if key not in self._semaphores:
+            self._semaphores[key] = asyncio.Semaphore(self.spec(name).max_concurrency)
+        return self._semaphores[key]
+
+    async def complete(
+        self,
+        name: str,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        seed: int | None = None,
+        reasoning_effort: str | None = None,
+        thinking_tokens: int | None = None,
+    ) -> Completion:
+        spec = self.spec(name)
+        kwargs: dict[str, Any] = {**spec.params, "max_tokens": max_tokens}
+        if seed is not None:
+            kwargs["seed"] = seed
+        if reasoning_effort is not None:
+            kwargs["reasoning_effort"] = reasoning_effort
+        if thinking_tokens is not None:
+            kwargs["thinking"] = {"type": "enabled", "budget_tokens": thinking_tokens}
+        if spec.api_base:
+            kwargs["api_base"] = spec.api_base
+        if spec.api_key is not None:
+            kwargs["api_key"] = spec.api_key.get_secret_value()
+
+        attempt = 0
+        async with self._semaphore(name):
+            while True:
+                attempt += 1
+                started = time.perf_counter()
+                try:
+                    response = await litellm.acompletion(
+                        model=spec.model, messages=messages, timeout=spec.timeout_s, num_retries=0, **kwargs
+                    )
+                except RETRYABLE_ERRORS as exc:
+                    self.stats["retryable_errors"] += 1
+                    if attempt > spec.max_retries:
+                        self.stats["failures"] += 1
+                        raise ModelError(name, f"{type(exc).__name__}: {_short(exc)}", attempt) from exc
+                    delay = _backoff_delay(exc, attempt, spec.backoff_base_s, spec.backoff_max_s)
+                    log.warning("%s: %s, retry %d in %.2fs", name, type(exc).__name__, attempt, delay)
+                    self.stats["retries"] += 1
+                    await asyncio.sleep(delay)
+                    continue
+                except Exception as exc:  # non-retryable: bad request, auth, malformed reply
+                    self.stats["failures"] += 1
+                    raise ModelError(name, f"{type(exc).__name__}: {_short(exc)}", attempt) from exc
+                latency = time.perf_counter() - started
+                break
+
+        text = response.choices[0].message.content or ""
+        raw_usage = getattr(response, "usage", None)
+        if raw_usage is None:
+            self.stats["failures"] += 1
+            raise ModelError(name, "provider returned no token usage", attempt)
+        usage = Usage(prompt_tokens=int(raw_usage.prompt_tokens or 0), completion_tokens=int(raw_usage.completion_tokens or 0))
+        self.stats["calls"] += 1
+        self.stats["prompt_tokens"] += usage.prompt_tokens
+        self.stats["completion_tokens"] += usage.completion_tokens
+        return Completion(
+            model=name, text=text, usage=usage, cost_usd=price(spec, usage), latency_s=latency, attempts=attempt
+        )
+
+
+def price(spec: ModelSpec, usage: Usage) -> float:
+    """USD for ``usage``: configured prices win, litellm's map otherwise."""
+    if spec.input_cost_per_million is not None and spec.output_cost_per_million is not None:
+        return (
+            usage.prompt_tokens * spec.input_cost_per_million + usage.completion_tokens * spec.output_cost_per_million
+        ) / 1_000_000
+    prompt_cost, completion_cost = litellm.cost_per_token(
+        model=spec.model, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
+    )
+    return float(prompt_cost + completion_cost)
+
+
+def _check_priced(name: str, spec: ModelSpec) -> None:
+    if spec.input_cost_per_million is not None and spec.output_cost_per_million is not None:
+        return
+    try:
+        litellm.cost_per_token(model=spec.model, prompt_tokens=1, completion_tokens=1)
+    except Exception as exc:
+        raise ValueError(
+            f"model {name!r} ({spec.model}) has no price in litellm's map; set input_cost_per_million and "
+            "output_cost_per_million in its configuration (0 is allowed)"
+        ) from exc
+
+
+def _backoff_delay(exc: BaseException, attempt: int, base: float, cap: float) -> float:
+    retry_after = _retry_after(exc)
+    if retry_after is not None:
+        return min(retry_after, cap)
+    return min(cap, base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or getattr(exc, "headers", None) or {}
+    try:
+        value = headers.get("retry-after") or headers.get("Retry-After")
+        return float(value) if value is not None else None
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text[:300]

@@ -1,0 +1,1 @@
+"""Model providers that ship with sleeptime, one file each."""

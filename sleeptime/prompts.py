@@ -1,0 +1,131 @@
+"""Versioned prompts for sleep time and test time, answer extraction and scoring.
+
+The texts follow the published design (../shared/method.md): sleep time rewrites a memory block
+after "[trigger_rethink_memory] New situation:"; test time sees the context, the memory block
+and the question, with one of five verbosity instructions. Any change to a text below must bump
+``PROMPT_VERSION``: variants and answers are keyed by it, so a rerun recomputes what changed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+PROMPT_VERSION = "v1"
+
+SLEEP_TRIGGER = "[trigger_rethink_memory]"
+MEMORY_LIMIT_CHARS = 5000
+
+SLEEP_SYSTEM = (
+    "You are a sleep-time reasoning agent. While no one is waiting, you study a context that users will "
+    "ask about later, and you keep a memory block of what will help answer their questions quickly. "
+    "Brainstorm the many kinds of questions users could ask about this context: lookups, quantities that "
+    "must be derived through several steps, totals and comparisons, and what-if changes."
+)
+
+SLEEP_USER = (
+    SLEEP_TRIGGER
+    + " New situation:\n{context}\n\n"
+    "Rewrite your memory block for this context. Write useful quantities, inferences, calculations and "
+    "reasoning to prepare for future questions. Write one derived fact per line, show the calculation "
+    "that gives each value, and derive the quantities that others depend on first. Do not repeat the "
+    f"context. Keep the memory block under {MEMORY_LIMIT_CHARS} characters."
+)
+
+# The five published test-time verbosity levels, cheapest first.
+VERBOSITY_INSTRUCTIONS: tuple[str, ...] = (
+    "Respond directly with a single sentence: The answer is N.",
+    "Answer briefly: show only the minimal working, then end with: The answer is N.",
+    "Show your working one step per line, then end with: The answer is N.",
+    "Explain your reasoning step by step, naming the fact each step uses, then end with: The answer is N.",
+    "Explain each step in detail, recompute and double-check every step, then end with: The answer is N.",
+)
+
+TEST_SYSTEM = (
+    "You answer questions about a context. When notes prepared in advance are given, use the values they "
+    "already state and do not recompute them. {instruction}"
+)
+
+NOTES_HEADER = "Notes prepared in advance (already computed; do not recompute what they state):"
+
+
+def sleep_messages(context_text: str) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": SLEEP_SYSTEM},
+        {"role": "user", "content": SLEEP_USER.format(context=context_text)},
+    ]
+
+
+def test_messages(context_text: str, question: str, verbosity: int, notes: str | None = None) -> list[dict[str, str]]:
+    if not 0 <= verbosity < len(VERBOSITY_INSTRUCTIONS):
+        raise ValueError(f"verbosity must be 0..{len(VERBOSITY_INSTRUCTIONS) - 1}, got {verbosity}")
+    parts = [f"Context:\n{context_text}"]
+    if notes:
+        parts.append(f"{NOTES_HEADER}\n{notes}")
+    parts.append(f"Question: {question}")
+    return [
+        {"role": "system", "content": TEST_SYSTEM.format(instruction=VERBOSITY_INSTRUCTIONS[verbosity])},
+        {"role": "user", "content": "\n\n".join(parts)},
+    ]
+
+
+test_messages.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
+def clip_memory(text: str) -> str:
+    """The published memory block holds at most 5,000 characters; cut at a line boundary."""
+    if len(text) <= MEMORY_LIMIT_CHARS:
+        return text
+    cut = text[:MEMORY_LIMIT_CHARS]
+    return cut[: cut.rfind("\n")] if "\n" in cut else cut
+
+
+# --- answer extraction and scoring, as published ---------------------------------------------
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_ANSWER_IS = re.compile(r"answer is\s*:?\s*\$?(-?[\d,]*\.?\d+)", re.IGNORECASE)
+_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+_AIME_INT = re.compile(r"(?<!\d)(\d{1,3})(?!\d)")
+
+
+def _clean(reply: str) -> str:
+    return reply.replace("$", "").replace(",", "")
+
+
+def normalize_number(value: str) -> str | None:
+    """"17", "17.0", "17." and "$1,700" compare equal after this."""
+    s = _clean(value).strip().rstrip(".")
+    try:
+        number = float(s)
+    except ValueError:
+        return None
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def extract_answer(reply: str, style: Literal["gsm", "aime"] = "gsm") -> str | None:
+    """The final answer in a reply, or None.
+
+    gsm: the last number after removing "$", "," and a trailing period (as published), preferring
+    an explicit "The answer is N". aime: the \\boxed{} value, else the last 1-3 digit integer.
+    """
+    if style == "aime":
+        boxed = _BOXED.findall(reply)
+        if boxed:
+            return normalize_number(boxed[-1])
+        ints = _AIME_INT.findall(_clean(reply))
+        return normalize_number(ints[-1]) if ints else None
+    explicit = _ANSWER_IS.findall(reply)
+    if explicit:
+        return normalize_number(explicit[-1])
+    if re.search(r"answer is\s*:?\s*unknown", reply, re.IGNORECASE):
+        return None
+    numbers = _NUMBER.findall(_clean(reply))
+    return normalize_number(numbers[-1]) if numbers else None
+
+
+def score(parsed: str | None, gold: str | None) -> bool | None:
+    """Exact match of the final number; None when there is no gold answer."""
+    if gold is None:
+        return None
+    gold_norm = normalize_number(gold)
+    return parsed is not None and gold_norm is not None and parsed == gold_norm
