@@ -1,0 +1,110 @@
+import asyncio
+
+import httpx
+import litellm
+import pytest
+
+from sleeptime.domain import Usage
+from sleeptime.model import REFERENCE_MODEL, ModelError, ModelGateway, ModelSpec, price
+
+MOCK = ModelSpec(model="mock/m", input_cost_per_million=1.0, output_cost_per_million=2.0, backoff_base_s=0.001, max_retries=2)
+
+
+def _rate_limit(retry_after: str | None = None) -> litellm.RateLimitError:
+    headers = {"retry-after": retry_after} if retry_after else {}
+    response = httpx.Response(429, headers=headers, request=httpx.Request("POST", "http://x"))
+    return litellm.RateLimitError("slow down", llm_provider="mock", model="m", response=response)
+
+
+def test_reply_usage_cost_latency_come_back(mock_llm):
+    mock_llm.script.append("The answer is 4.")
+    gw = ModelGateway({"m": MOCK})
+    out = asyncio.run(gw.complete("m", [{"role": "user", "content": "2+2?"}], max_tokens=10, seed=3))
+    assert out.text == "The answer is 4."
+    assert out.usage.completion_tokens > 0 and out.usage.prompt_tokens > 0
+    assert out.cost_usd == pytest.approx((out.usage.prompt_tokens * 1 + out.usage.completion_tokens * 2) / 1e6)
+    assert out.latency_s >= 0
+    assert mock_llm.calls[0]["params"]["max_tokens"] == 10
+    assert mock_llm.calls[0]["params"]["seed"] == 3
+
+
+def test_retryable_errors_are_retried_then_succeed(mock_llm):
+    mock_llm.script.extend([_rate_limit(), litellm.InternalServerError("boom", llm_provider="mock", model="m"), "ok"])
+    gw = ModelGateway({"m": MOCK})
+    out = asyncio.run(gw.complete("m", [{"role": "user", "content": "hi"}], max_tokens=5))
+    assert out.text == "ok" and out.attempts == 3
+    assert gw.stats["retries"] == 2
+
+
+def test_retries_are_bounded(mock_llm):
+    mock_llm.script.extend([_rate_limit() for _ in range(5)])
+    gw = ModelGateway({"m": MOCK})
+    with pytest.raises(ModelError) as err:
+        asyncio.run(gw.complete("m", [{"role": "user", "content": "hi"}], max_tokens=5))
+    assert err.value.attempts == 3 and "RateLimitError" in err.value.reason
+    assert gw.stats["failures"] == 1
+
+
+def test_non_retryable_error_fails_at_once(mock_llm):
+    mock_llm.script.extend([litellm.BadRequestError("bad", model="m", llm_provider="mock"), "never"])
+    gw = ModelGateway({"m": MOCK})
+    with pytest.raises(ModelError) as err:
+        asyncio.run(gw.complete("m", [{"role": "user", "content": "hi"}], max_tokens=5))
+    assert err.value.attempts == 1
+
+
+def test_retry_after_header_is_honoured(mock_llm):
+    mock_llm.script.extend([_rate_limit("0.3"), "ok"])
+    gw = ModelGateway({"m": MOCK})
+    loop_time = asyncio.new_event_loop()
+    try:
+        start = loop_time.time()
+        loop_time.run_until_complete(gw.complete("m", [{"role": "user", "content": "hi"}], max_tokens=5))
+        assert loop_time.time() - start >= 0.3
+    finally:
+        loop_time.close()
+
+
+def test_concurrency_is_bounded_per_model(mock_llm):
+    in_flight = {"now": 0, "max": 0}
+    original = mock_llm.acompletion
+
+    async def slow(*args, **kwargs):
+        in_flight["now"] += 1
+        in_flight["max"] = max(in_flight["max"], in_flight["now"])
+        await asyncio.sleep(0.01)
+        in_flight["now"] -= 1
+        return await original(*args, **kwargs)
+
+    mock_llm.acompletion = slow
+    try:
+        gw = ModelGateway({"m": MOCK.model_copy(update={"max_concurrency": 3})})
+
+        async def many():
+            await asyncio.gather(*(gw.complete("m", [{"role": "user", "content": str(i)}], max_tokens=5) for i in range(12)))
+
+        asyncio.run(many())
+    finally:
+        mock_llm.acompletion = original
+    assert in_flight["max"] == 3
+
+
+def test_model_without_price_is_refused():
+    with pytest.raises(ValueError, match="no price"):
+        ModelGateway({"x": ModelSpec(model="openai/not-a-real-model-name")})
+
+
+def test_prices_from_litellm_map_and_zero_prices():
+    known = ModelSpec(model="openai/gpt-4o-mini")
+    assert price(known, Usage(prompt_tokens=1_000_000, completion_tokens=0)) > 0
+    assert price(REFERENCE_MODEL, Usage(prompt_tokens=10**6, completion_tokens=10**6)) == 0.0
+    with pytest.raises(ValueError, match="both"):
+        ModelSpec(model="x/y", input_cost_per_million=1.0)
+
+
+def test_reference_model_goes_through_litellm():
+    gw = ModelGateway({"reference": REFERENCE_MODEL})
+    msgs = [{"role": "user", "content": "Mia has 3 apples. Leo has 2 more apples than Mia.\nQuestion: How many apples does Leo have?"}]
+    out = asyncio.run(gw.complete("reference", msgs, max_tokens=50))
+    assert "The answer is 5." in out.text
+    assert out.usage.completion_tokens <= 50 and out.cost_usd == 0.0

@@ -1,0 +1,58 @@
+import pytest
+
+from sleeptime.prompts import (
+    MEMORY_LIMIT_CHARS,
+    SLEEP_TRIGGER,
+    VERBOSITY_INSTRUCTIONS,
+    clip_memory,
+    extract_answer,
+    normalize_number,
+    score,
+    sleep_messages,
+    test_messages,
+)
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("The answer is 17.", "17"),
+        ("Leo has 14 + 3 = 17 marbles.\nThe answer is 17.", "17"),
+        ("So she pays $1,250.", "1250"),
+        ("first 3 then 4.5", "4.5"),
+        ("The answer is unknown.", None),
+        ("no numbers here", None),
+        ("The answer is 12. Ben has 20 marbles.", "12"),
+    ],
+)
+def test_extract_answer_gsm(reply, expected):
+    assert extract_answer(reply) == expected
+
+
+def test_extract_answer_aime():
+    assert extract_answer("so \\boxed{073} done 5", style="aime") == "73"
+    assert extract_answer("the result is 1234 or 56", style="aime") == "56"
+
+
+def test_score_is_exact_numeric_match():
+    assert score("17", "17.0") is True
+    assert score("17", "18") is False
+    assert score(None, "18") is False
+    assert score("17", None) is None
+    assert normalize_number("$1,700.") == "1700"
+
+
+def test_prompts_carry_the_published_markers():
+    msgs = sleep_messages("Mia has 3 apples.")
+    assert msgs[-1]["content"].startswith(SLEEP_TRIGGER + " New situation:\nMia has 3 apples.")
+    for level, instruction in enumerate(VERBOSITY_INSTRUCTIONS):
+        text = "\n".join(m["content"] for m in test_messages("c", "q?", level, notes="n"))
+        assert instruction in text and "Notes prepared in advance" in text
+    with pytest.raises(ValueError):
+        test_messages("c", "q", 5)
+
+
+def test_memory_is_clipped_at_a_line():
+    text = "\n".join(["x" * 99] * 100)
+    clipped = clip_memory(text)
+    assert len(clipped) <= MEMORY_LIMIT_CHARS and clipped.endswith("x")
