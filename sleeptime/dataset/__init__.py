@@ -1,0 +1,16 @@
+"""Corpora: the arithmetic-worlds generator, the bundled demo corpus and loaders."""
+
+from sleeptime.dataset.demo import ensure_demo_corpus, write_demo_corpus
+from sleeptime.dataset.loaders import CorpusError, LoadResult, load_corpus, write_project_jsonl
+from sleeptime.dataset.worlds import WorldSpec, generate_corpus
+
+__all__ = [
+    "CorpusError",
+    "LoadResult",
+    "WorldSpec",
+    "ensure_demo_corpus",
+    "generate_corpus",
+    "load_corpus",
+    "write_demo_corpus",
+    "write_project_jsonl",
+]
