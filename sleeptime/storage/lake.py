@@ -30,9 +30,8 @@ class Lake:
 
     def write(self, table: str, partition: str, records: Iterable[dict[str, Any]]) -> Path:
         """Write (or replace) one partition of ``table`` atomically."""
-        schema = SCHEMAS[table]
-        arrow = pa.Table.from_pylist(list(records), schema=schema)
         folder = self.table_dir(table)
+        arrow = pa.Table.from_pylist(list(records), schema=SCHEMAS[table])
         folder.mkdir(parents=True, exist_ok=True)
         final = folder / f"{partition}.parquet"
         tmp = folder / f".{partition}.{uuid.uuid4().hex}.tmp"
