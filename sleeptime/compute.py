@@ -82,6 +82,7 @@ async def answer_query(
     return Answer(
         query_id=query.id,
         context_id=context.id,
+        context_hash=context.content_hash,
         variant_id=variant.id if variant else None,
         sleep_budget=variant.sleep_budget if variant else "none",
         test_model=model,
@@ -120,7 +121,9 @@ class TestJob:
 
     def key(self, model: str) -> str:
         variant_id = self.variant.id if self.variant else None
-        return Answer.make_id(self.query.id, variant_id, model, self.budget.name, PROMPT_VERSION)
+        return Answer.make_id(
+            self.query.id, self.context.content_hash, variant_id, model, self.budget.name, PROMPT_VERSION
+        )
 
 
 def sleep_jobs(contexts: Iterable[Context], budgets: Sequence[SleepBudget]) -> list[SleepJob]:

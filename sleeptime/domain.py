@@ -135,6 +135,7 @@ class Answer(_Frozen):
 
     query_id: str
     context_id: str
+    context_hash: str  # a raw-context answer is only valid for this version of the text
     variant_id: str | None  # None: test-time only, raw context
     sleep_budget: str  # "none" when variant_id is None
     test_model: str
@@ -149,11 +150,15 @@ class Answer(_Frozen):
 
     @property
     def id(self) -> str:
-        return self.make_id(self.query_id, self.variant_id, self.test_model, self.test_budget, self.prompt_version)
+        return self.make_id(
+            self.query_id, self.context_hash, self.variant_id, self.test_model, self.test_budget, self.prompt_version
+        )
 
     @staticmethod
-    def make_id(query_id: str, variant_id: str | None, test_model: str, test_budget: str, prompt_version: str) -> str:
-        return short_id("a", query_id, variant_id or "none", test_model, test_budget, prompt_version)
+    def make_id(
+        query_id: str, context_hash: str, variant_id: str | None, test_model: str, test_budget: str, prompt_version: str
+    ) -> str:
+        return short_id("a", query_id, context_hash, variant_id or "none", test_model, test_budget, prompt_version)
 
 
 class ContextWithQueries(_Frozen):

@@ -80,7 +80,7 @@ def run_local(config: RunConfig, progress: ProgressFactory = _no_progress) -> Jo
     t = time.perf_counter()
     lake = Lake(config.lake_dir)
     lake.write("contexts", run_id, (context_record(r.context) for r in rows))
-    lake.write("queries", run_id, (query_record(q) for r in rows for q in r.queries))
+    lake.write("queries", run_id, (query_record(q, r.context.content_hash) for r in rows for q in r.queries))
     lake.write("variants", run_id, (variant_record(v) for v in variants))
     lake.write("answers", run_id, (answer_record(a) for a in answers))
     lake.write("quarantine", run_id, (q.model_dump() for q in loaded.quarantined))

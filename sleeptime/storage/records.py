@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pyarrow as pa
@@ -16,15 +17,19 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("source", pa.string()),
             ("text", pa.string()),
             ("metadata_json", pa.string()),
+            ("deleted", pa.bool_()),  # a tombstone: the context left the corpus
+            ("run_id", pa.string()),
         ]
     ),
     "queries": pa.schema(
         [
             ("query_id", pa.string()),
             ("context_id", pa.string()),
+            ("context_hash", pa.string()),
             ("text", pa.string()),
             ("gold_answer", pa.string()),
             ("kind", pa.string()),
+            ("run_id", pa.string()),
         ]
     ),
     "variants": pa.schema(
@@ -41,6 +46,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("completion_tokens", pa.int64()),
             ("cost_usd", pa.float64()),
             ("latency_s", pa.float64()),
+            ("run_id", pa.string()),
         ]
     ),
     "answers": pa.schema(
@@ -48,6 +54,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("answer_id", pa.string()),
             ("query_id", pa.string()),
             ("context_id", pa.string()),
+            ("context_hash", pa.string()),
             ("variant_id", pa.string()),
             ("sleep_budget", pa.string()),
             ("test_model", pa.string()),
@@ -60,6 +67,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("completion_tokens", pa.int64()),
             ("cost_usd", pa.float64()),
             ("latency_s", pa.float64()),
+            ("run_id", pa.string()),
         ]
     ),
     "quarantine": pa.schema(
@@ -68,29 +76,72 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("location", pa.string()),
             ("reason", pa.string()),
             ("raw", pa.string()),
+            ("run_id", pa.string()),
+        ]
+    ),
+    # Work items that produced no row, so a rerun retries exactly these.
+    "failures": pa.schema(
+        [
+            ("stage", pa.string()),
+            ("key", pa.string()),
+            ("context_id", pa.string()),
+            ("reason", pa.string()),
+            ("run_id", pa.string()),
+        ]
+    ),
+    "runs": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("started_at", pa.timestamp("us", tz="UTC")),
+            ("finished_at", pa.timestamp("us", tz="UTC")),
+            ("status", pa.string()),  # published | rejected | failed
+            ("corpus", pa.string()),
+            ("contexts_new", pa.int64()),
+            ("contexts_changed", pa.int64()),
+            ("contexts_unchanged", pa.int64()),
+            ("contexts_removed", pa.int64()),
+            ("variants_written", pa.int64()),
+            ("answers_written", pa.int64()),
+            ("model_calls", pa.int64()),
+            ("prompt_tokens", pa.int64()),
+            ("completion_tokens", pa.int64()),
+            ("cost_usd", pa.float64()),
+            ("failures", pa.int64()),
+            ("quarantined", pa.int64()),
+            ("seconds", pa.float64()),
+            ("detail_json", pa.string()),
         ]
     ),
 }
 
 
-def context_record(c: Context) -> dict[str, Any]:
-    import json
-
+def context_record(c: Context, run_id: str = "", deleted: bool = False) -> dict[str, Any]:
     return {
         "context_id": c.id,
         "content_hash": c.content_hash,
         "source": c.source,
         "text": c.text,
         "metadata_json": json.dumps(c.metadata, sort_keys=True, default=str),
+        "deleted": deleted,
+        "run_id": run_id,
     }
 
 
-def query_record(q: Query) -> dict[str, Any]:
-    return {"query_id": q.id, "context_id": q.context_id, "text": q.text, "gold_answer": q.gold_answer, "kind": q.kind}
-
-
-def variant_record(v: Variant) -> dict[str, Any]:
+def query_record(q: Query, context_hash: str, run_id: str = "") -> dict[str, Any]:
     return {
+        "query_id": q.id,
+        "context_id": q.context_id,
+        "context_hash": context_hash,
+        "text": q.text,
+        "gold_answer": q.gold_answer,
+        "kind": q.kind,
+        "run_id": run_id,
+    }
+
+
+def variant_record(v: Variant, run_id: str = "") -> dict[str, Any]:
+    return {
+        "run_id": run_id,
         "variant_id": v.id,
         **v.model_dump(exclude={"usage"}),
         "prompt_tokens": v.usage.prompt_tokens,
@@ -98,8 +149,9 @@ def variant_record(v: Variant) -> dict[str, Any]:
     }
 
 
-def answer_record(a: Answer) -> dict[str, Any]:
+def answer_record(a: Answer, run_id: str = "") -> dict[str, Any]:
     return {
+        "run_id": run_id,
         "answer_id": a.id,
         **a.model_dump(exclude={"usage"}),
         "prompt_tokens": a.usage.prompt_tokens,
