@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,32 +74,57 @@ def print_accuracy_table(frame) -> None:
 def run(
     config: ConfigOpt = None,
     corpus: Annotated[Optional[Path], typer.Option(help="Corpus file or folder (default: the demo corpus).")] = None,
-    output_dir: Annotated[Optional[Path], typer.Option(help="Where the lake and reports go (default: out/).")] = None,
+    output_dir: Annotated[Optional[Path], typer.Option(help="Where the lake, warehouse and Data Docs go (default: out/).")] = None,
     max_contexts: Annotated[Optional[int], typer.Option(help="Only the first N contexts.")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(help="Work items in flight at once.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Ray workers (model-call actors).")] = None,
+    shard_size: Annotated[Optional[int], typer.Option(help="Contexts per Prefect shard task.")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="Join this Ray cluster instead of starting a local one.")] = None,
+    quiet: Annotated[bool, typer.Option(help="Hide Prefect's console logs (they still reach the Prefect API).")] = True,
 ) -> None:
-    """Run sleep time and test time over a corpus and print accuracy and tokens per budget pair."""
-    from sleeptime.job import run_local, summary_table
+    """The main job: refresh + evaluate + publish through Prefect and Ray; prints the run summary
+    and the accuracy/tokens table from the published warehouse."""
+    cfg = _load_config(config, corpus=corpus, output_dir=output_dir, max_contexts=max_contexts, workers=workers,
+                       shard_size=shard_size, ray_address=ray_address)
+    if quiet:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from flows.pipeline import RunFailed
+    from flows.pipeline import run as run_flow
+    from tasks import progress as task_progress
 
-    cfg = _load_config(config, corpus=corpus, output_dir=output_dir, max_contexts=max_contexts, concurrency=concurrency)
-    with _progress() as progress:
-        result = run_local(cfg, progress)
-    console.print(result.loaded.summary())
-    if result.loaded.quarantined:
-        console.print(f"[yellow]{len(result.loaded.quarantined)} rows set aside; see {cfg.lake_dir / 'quarantine'}[/yellow]")
-    print_accuracy_table(summary_table(result, cfg))
-    stats = result.model_stats
-    console.print(
-        f"run {result.run_id}: {len(result.variants)} variants, {len(result.answers)} answers, "
-        f"{stats.get('calls', 0)} model calls, {stats.get('prompt_tokens', 0)} prompt + "
-        f"{stats.get('completion_tokens', 0)} completion tokens, {len(result.failures)} failures, "
-        f"{result.seconds['total']:.1f}s"
-    )
-    console.print(f"wrote Parquet under {cfg.lake_dir}/")
-    for failure in result.failures[:10]:
-        console.print(f"[red]failed[/red] {failure.stage} {failure.key} ({failure.context_id}): {failure.reason}")
-    if result.failures:
+    overrides = {k: v for k, v in {"corpus": corpus, "output_dir": output_dir, "max_contexts": max_contexts,
+                                    "workers": workers, "shard_size": shard_size, "ray_address": ray_address}.items()
+                 if v is not None}
+    failed: RunFailed | None = None
+    with _progress() as bar:
+        task_progress.set_reporter(bar)
+        try:
+            summary = run_flow(config_path=str(config) if config else None,
+                               **{k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()})
+        except RunFailed as exc:
+            failed, summary = exc, exc.summary
+        finally:
+            task_progress.set_reporter(None)
+    for line in summary.lines():
+        console.print(line)
+    if cfg.warehouse_path.exists():
+        print_warehouse_table(cfg.warehouse_path)
+        console.print(f"published warehouse: {cfg.warehouse_path}; lake: {cfg.lake_dir}/; Data Docs: {cfg.data_docs_dir}/")
+    if failed is not None:
+        console.print(f"[red]{failed}[/red]")
+        for failure in summary.failures[:10]:
+            console.print(f"[red]failed[/red] {failure.stage} {failure.key} ({failure.context_id}): {failure.reason}")
         raise typer.Exit(1)
+
+
+def print_warehouse_table(path: Path) -> None:
+    from sleeptime.storage.warehouse import Warehouse
+
+    with Warehouse(path).read() as con:
+        frame = con.execute(
+            "SELECT sleep_budget, test_budget, n, accuracy, mean_test_completion_tokens AS mean_test_tokens, "
+            "mean_sleep_tokens_per_context FROM v_accuracy_by_budget"
+        ).df()
+    print_accuracy_table(frame.sort_values(["mean_sleep_tokens_per_context", "test_budget"]))
 
 
 @corpus_app.command("generate")

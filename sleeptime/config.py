@@ -59,6 +59,11 @@ class RunConfig(BaseModel):
     # Work items in flight at once across all models (each model also has its own cap).
     concurrency: int = Field(default=32, ge=1)
     max_contexts: int | None = Field(default=None, ge=1)
+    # The orchestrated pipeline: contexts per Prefect shard task, Ray workers (model-call actors),
+    # and an existing Ray cluster to join (None starts a local one for the run).
+    shard_size: int = Field(default=10, ge=1)
+    workers: int = Field(default=2, ge=1)
+    ray_address: str | None = None
 
     @field_validator("sleep_budgets", "test_budgets")
     @classmethod
@@ -82,6 +87,14 @@ class RunConfig(BaseModel):
     @property
     def lake_dir(self) -> Path:
         return self.output_dir / "lake"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.output_dir / "warehouse" / "sleeptime.duckdb"
+
+    @property
+    def data_docs_dir(self) -> Path:
+        return self.output_dir / "quality" / "data_docs"
 
 
 def load_config(path: Path | None = None, **overrides: Any) -> RunConfig:

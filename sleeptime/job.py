@@ -1,7 +1,8 @@
-"""The main job, in process: load a corpus, run sleep time and test time, write the lake.
+"""The whole grid in one process: load a corpus, run sleep time and test time, keep the rows.
 
-The orchestrated pipeline (flows/) runs the same core functions on Prefect and Ray; this module
-is the smallest complete executor, used by tests and by ``sleeptime run --executor local``.
+The product's main job is the orchestrated pipeline (flows/): the same core functions on Prefect
+and Ray, with the lake and the warehouse. This executor keeps everything in memory and writes
+nothing; the mechanism tests and benchmarks use it to measure the core without orchestration.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from sleeptime.analysis import accuracy_table
 from sleeptime.compute import Failure, run_sleep_jobs, run_test_jobs, sleep_jobs, test_jobs
 from sleeptime.config import RunConfig
 from sleeptime.dataset import LoadResult, ensure_demo_corpus, load_corpus
-from sleeptime.domain import Answer, Variant, content_hash
+from sleeptime.domain import Answer, Variant
 from sleeptime.model import ModelGateway
-from sleeptime.storage import Lake, answer_record, context_record, query_record, variant_record
+from sleeptime.storage import answer_record, variant_record
 
 # (stage name, total items) -> a function to call with the number of items just finished
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
@@ -31,7 +32,6 @@ def _no_progress(stage: str, total: int) -> Callable[[int], None]:
 
 @dataclass
 class JobResult:
-    run_id: str
     loaded: LoadResult
     variants: list[Variant]
     answers: list[Answer]
@@ -73,20 +73,8 @@ def run_local(config: RunConfig, progress: ProgressFactory = _no_progress) -> Jo
 
     variants, answers, failures = asyncio.run(work())
 
-    # Same corpus and configuration -> same partition name, so a rerun replaces, never duplicates.
-    run_id = "run-" + content_hash(
-        [r.context.content_hash for r in rows], config.model_dump(mode="json", exclude={"output_dir"})
-    )[:12]
-    t = time.perf_counter()
-    lake = Lake(config.lake_dir)
-    lake.write("contexts", run_id, (context_record(r.context) for r in rows))
-    lake.write("queries", run_id, (query_record(q, r.context.content_hash) for r in rows for q in r.queries))
-    lake.write("variants", run_id, (variant_record(v) for v in variants))
-    lake.write("answers", run_id, (answer_record(a) for a in answers))
-    lake.write("quarantine", run_id, (q.model_dump() for q in loaded.quarantined))
-    seconds["write"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
-    return JobResult(run_id, loaded, variants, answers, failures, seconds, dict(gateway.stats))
+    return JobResult(loaded, variants, answers, failures, seconds, dict(gateway.stats))
 
 
 def summary_table(result: JobResult, config: RunConfig) -> pd.DataFrame:

@@ -1,8 +1,15 @@
-"""The Parquet lake: one folder per table, one file per partition, every write atomic.
+"""The Parquet lake: the source of truth the warehouse is built from.
 
-Layout: ``<root>/<table>/<partition>.parquet``. A write goes to a hidden temporary file in the
-same folder and is renamed into place, so a crash never leaves a half-written file visible, and
-readers (which skip hidden files) never see one.
+Layout under ``root``::
+
+    <table>/published=<run_id>/<name>.parquet   committed rows, one folder per publishing run
+    _staging/<table>/<name>.parquet              finished work not yet published (resumable)
+    _rejected/<run_id>/<table>/<name>.parquet    staged rows the quality gate refused
+
+Every file is written to a hidden temporary name in its final folder and renamed into place,
+so a crash never leaves a half-written file visible. Committed folders are never rewritten: a
+refresh only adds a ``published=<run_id>`` folder. Work finished before a crash waits in
+``_staging`` and is picked up by the next run instead of being recomputed.
 """
 
 from __future__ import annotations
@@ -18,40 +25,96 @@ import pyarrow.parquet as pq
 
 from sleeptime.storage.records import SCHEMAS
 
+STAGING = "_staging"
+REJECTED = "_rejected"
+
+
+def write_parquet_atomic(table: pa.Table, final: Path) -> Path:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
+
+
+def _visible(paths: Iterable[Path]) -> list[Path]:
+    return sorted(p for p in paths if not p.name.startswith("."))
+
 
 class Lake:
     def __init__(self, root: Path | str):
         self.root = Path(root)
 
-    def table_dir(self, table: str) -> Path:
+    @staticmethod
+    def _schema(table: str) -> pa.Schema:
         if table not in SCHEMAS:
             raise KeyError(f"unknown table {table!r}; known: {sorted(SCHEMAS)}")
-        return self.root / table
+        return SCHEMAS[table]
 
-    def write(self, table: str, partition: str, records: Iterable[dict[str, Any]]) -> Path:
-        """Write (or replace) one partition of ``table`` atomically."""
-        folder = self.table_dir(table)
-        arrow = pa.Table.from_pylist(list(records), schema=SCHEMAS[table])
-        folder.mkdir(parents=True, exist_ok=True)
-        final = folder / f"{partition}.parquet"
-        tmp = folder / f".{partition}.{uuid.uuid4().hex}.tmp"
-        try:
-            pq.write_table(arrow, tmp, compression="zstd")
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return final
+    def _arrow(self, table: str, records: Iterable[dict[str, Any]]) -> pa.Table:
+        return pa.Table.from_pylist(list(records), schema=self._schema(table))
 
-    def partitions(self, table: str) -> list[Path]:
-        folder = self.table_dir(table)
-        if not folder.is_dir():
-            return []
-        return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
+    # committed -----------------------------------------------------------------------------
+
+    def write(self, table: str, run_id: str, records: Iterable[dict[str, Any]], name: str = "part-0") -> Path:
+        """Write committed rows directly (tables that are not gated, such as ``runs``)."""
+        arrow = self._arrow(table, records)
+        return write_parquet_atomic(arrow, self.root / table / f"published={run_id}" / f"{name}.parquet")
+
+    def files(self, table: str) -> list[Path]:
+        self._schema(table)
+        return _visible(p for p in (self.root / table).glob("published=*/*.parquet"))
 
     def read(self, table: str) -> pa.Table:
-        parts = self.partitions(table)
-        if not parts:
-            return SCHEMAS[table].empty_table()
-        return pa.concat_tables([pq.read_table(p, schema=SCHEMAS[table]) for p in parts])
+        return self._concat(table, self.files(table))
+
+    # staging -------------------------------------------------------------------------------
+
+    def stage(self, table: str, name: str, records: Iterable[dict[str, Any]]) -> Path:
+        """Keep finished, unpublished rows; a file of the same name is replaced."""
+        arrow = self._arrow(table, records)
+        return write_parquet_atomic(arrow, self.root / STAGING / table / f"{name}.parquet")
+
+    def staged_files(self, table: str) -> list[Path]:
+        self._schema(table)
+        return _visible((self.root / STAGING / table).glob("*.parquet"))
+
+    def read_staged(self, table: str) -> pa.Table:
+        return self._concat(table, self.staged_files(table))
+
+    def commit_staged(self, run_id: str) -> int:
+        """Move every staged file into ``published=<run_id>``; returns the number moved.
+
+        Each move is an atomic rename. If the process dies half way, the files already moved are
+        committed and the rest are still staged: the next publish moves them, and the warehouse
+        build deduplicates by key, so the end state is the same.
+        """
+        moved = 0
+        for table in SCHEMAS:
+            for path in self.staged_files(table):
+                target = self.root / table / f"published={run_id}" / path.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+                moved += 1
+        return moved
+
+    def reject_staged(self, run_id: str) -> Path:
+        """Set the staged rows aside (the gate refused them), so the next run recomputes them."""
+        folder = self.root / REJECTED / run_id
+        for table in SCHEMAS:
+            for path in self.staged_files(table):
+                target = folder / table / path.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+        return folder
+
+    def _concat(self, table: str, files: list[Path]) -> pa.Table:
+        schema = self._schema(table)
+        if not files:
+            return schema.empty_table()
+        return pa.concat_tables([pq.read_table(p).select(schema.names).cast(schema) for p in files])

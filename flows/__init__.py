@@ -1,0 +1,1 @@
+"""Prefect flows: compositions of tasks/ and nothing else."""

@@ -1,0 +1,86 @@
+"""The product's flows: refresh (sleep time), evaluate (test time), and run (both, then publish).
+
+Each flow: resolve config -> ingest + diff -> shard -> fan out on Ray -> stage -> GX gate ->
+publish. Only what is missing is computed, so rerunning an unchanged corpus makes no model call.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from sleeptime.pipeline import RunSummary, new_run_id
+from tasks.corpus import ingest
+from tasks.model_work import advance_when_done, sleep_shard, test_shard
+from tasks.plan import plan_sleep, plan_test
+from tasks.publish import validate_and_publish
+from tasks.ray_pool import RayPool
+from tasks.summary import resolve_config, summarize
+
+
+class RunFailed(RuntimeError):
+    """The run finished but did not publish (quality gate), or recorded failed items."""
+
+    def __init__(self, message: str, summary: RunSummary):
+        super().__init__(message)
+        self.summary = summary
+
+
+def _pipeline(config_path: str | None, overrides: dict[str, Any], do_sleep: bool, do_test: bool) -> RunSummary:
+    started, t0 = datetime.now(timezone.utc), time.perf_counter()
+    run_id = new_run_id()
+    config = resolve_config(config_path, overrides)
+    ingested = ingest(config, run_id)
+    sleep_outcomes, test_outcomes = [], []
+    sleep_shards = plan_sleep(config, ingested) if do_sleep else []
+    with RayPool(config) as pool:
+        if sleep_shards:
+            futures = [sleep_shard.submit(i, s, config, run_id, pool) for i, s in enumerate(sleep_shards)]
+            sleep_outcomes = advance_when_done(futures, "sleep time", [len(s) for s in sleep_shards])
+        test_shards = plan_test(config, ingested) if do_test else []
+        if test_shards:
+            futures = [test_shard.submit(i, s, config, run_id, pool) for i, s in enumerate(test_shards)]
+            test_outcomes = advance_when_done(futures, "test time", [len(s) for s in test_shards])
+    summary = summarize(run_id, started, config, ingested, sleep_outcomes, test_outcomes, time.perf_counter() - t0)
+    outcome = validate_and_publish(config, summary)
+    if not outcome.published:
+        raise RunFailed(f"quality gate refused run {run_id}; previous snapshot kept:\n{outcome.reason}", summary)
+    if summary.failures:
+        raise RunFailed(f"run {run_id} published, but {len(summary.failures)} items failed; rerun to retry them", summary)
+    return summary
+
+
+def _overrides(**kwargs: Any) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+@flow(name="sleeptime-run", task_runner=ThreadPoolTaskRunner(max_workers=8))
+def run(config_path: str | None = None, corpus: str | None = None, output_dir: str | None = None,
+        max_contexts: int | None = None, workers: int | None = None, shard_size: int | None = None,
+        ray_address: str | None = None) -> RunSummary:
+    """The main job: refresh (sleep time) + evaluate (test time) + publish."""
+    overrides = _overrides(corpus=corpus, output_dir=output_dir, max_contexts=max_contexts, workers=workers,
+                           shard_size=shard_size, ray_address=ray_address)
+    return _pipeline(config_path, overrides, do_sleep=True, do_test=True)
+
+
+@flow(name="sleeptime-refresh", task_runner=ThreadPoolTaskRunner(max_workers=8))
+def refresh(config_path: str | None = None, corpus: str | None = None, output_dir: str | None = None,
+            workers: int | None = None, shard_size: int | None = None, ray_address: str | None = None) -> RunSummary:
+    """Scheduled corpus refresh: sleep time for new and changed contexts, then publish."""
+    overrides = _overrides(corpus=corpus, output_dir=output_dir, workers=workers, shard_size=shard_size,
+                           ray_address=ray_address)
+    return _pipeline(config_path, overrides, do_sleep=True, do_test=False)
+
+
+@flow(name="sleeptime-evaluate", task_runner=ThreadPoolTaskRunner(max_workers=8))
+def evaluate(config_path: str | None = None, corpus: str | None = None, output_dir: str | None = None,
+             workers: int | None = None, shard_size: int | None = None, ray_address: str | None = None) -> RunSummary:
+    """On-demand evaluation: the test-time grid over current variants, then publish."""
+    overrides = _overrides(corpus=corpus, output_dir=output_dir, workers=workers, shard_size=shard_size,
+                           ray_address=ray_address)
+    return _pipeline(config_path, overrides, do_sleep=False, do_test=True)

@@ -1,0 +1,269 @@
+"""The refresh pipeline's logic, executor-free: diff, plan, shard, stage, publish.
+
+Prefect tasks (tasks/) call these functions; Ray runs the model calls. Nothing here imports
+Prefect or Ray, so the rules (what counts as changed, what must be recomputed, when data may be
+published) are testable on their own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+
+from sleeptime.compute import Failure, SleepJob, TestJob, sleep_jobs, test_jobs
+from sleeptime.config import RunConfig
+from sleeptime.dataset import LoadResult
+from sleeptime.domain import ContextWithQueries, Usage, Variant, content_hash
+from sleeptime.storage import Lake, context_record, query_record
+from sleeptime.storage.warehouse import Snapshot, Warehouse, open_lake_index
+
+T = TypeVar("T")
+
+
+def new_run_id() -> str:
+    # Sortable by time: the warehouse orders history by run_id.
+    now = datetime.now(timezone.utc)
+    return f"r{now:%Y%m%dT%H%M%S%f}"
+
+
+# --- diff ------------------------------------------------------------------------------------
+
+
+@dataclass
+class CorpusDiff:
+    new: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {k: len(getattr(self, k)) for k in ("new", "changed", "unchanged", "removed")}
+
+
+def diff_corpus(rows: Sequence[ContextWithQueries], index: duckdb.DuckDBPyConnection) -> CorpusDiff:
+    current = dict(index.execute("SELECT context_id, content_hash FROM contexts_current").fetchall())
+    diff = CorpusDiff()
+    seen = set()
+    for row in rows:
+        cid = row.context.id
+        seen.add(cid)
+        if cid not in current:
+            diff.new.append(cid)
+        elif current[cid] != row.context.content_hash:
+            diff.changed.append(cid)
+        else:
+            diff.unchanged.append(cid)
+    diff.removed = sorted(set(current) - seen)
+    return diff
+
+
+def stage_ingest(lake: Lake, run_id: str, rows: Sequence[ContextWithQueries], diff: CorpusDiff,
+                 loaded: LoadResult, index: duckdb.DuckDBPyConnection) -> int:
+    """Stage context versions, their queries, tombstones and new quarantined rows; returns rows staged."""
+    by_id = {r.context.id: r for r in rows}
+    touched = [by_id[c] for c in diff.new + diff.changed]
+    contexts = [context_record(r.context, run_id) for r in touched]
+    # A tombstone keeps the removed context's last version, marked deleted.
+    if diff.removed:
+        removed = index.execute(
+            "SELECT context_id, content_hash FROM contexts_current WHERE context_id IN (SELECT unnest(?))",
+            [diff.removed],
+        ).fetchall()
+        contexts += [
+            {"context_id": cid, "content_hash": h, "source": "", "text": "", "metadata_json": "{}",
+             "deleted": True, "run_id": run_id}
+            for cid, h in removed
+        ]
+    # Queries of unchanged contexts may still be new (a question added to the corpus).
+    known_queries = set(index.execute("SELECT query_id || '|' || context_hash FROM queries").fetchall())
+    queries = [
+        query_record(q, r.context.content_hash, run_id)
+        for r in rows
+        for q in r.queries
+        if (f"{q.id}|{r.context.content_hash}",) not in known_queries
+    ]
+    known_bad = set(index.execute("SELECT source || '|' || location || '|' || reason FROM quarantine").fetchall())
+    quarantine = [
+        {**q.model_dump(), "run_id": run_id}
+        for q in loaded.quarantined
+        if (f"{q.source}|{q.location}|{q.reason}",) not in known_bad
+    ]
+    staged = 0
+    for table, records in (("contexts", contexts), ("queries", queries), ("quarantine", quarantine)):
+        if records:
+            name = f"{table}-" + content_hash(sorted(json.dumps(r, sort_keys=True, default=str) for r in records))[:16]
+            lake.stage(table, name, [{**r, "run_id": run_id} for r in records])
+            staged += len(records)
+    return staged
+
+
+# --- plan ------------------------------------------------------------------------------------
+
+
+def pending_sleep_jobs(rows: Sequence[ContextWithQueries], config: RunConfig, index: duckdb.DuckDBPyConnection) -> list[SleepJob]:
+    """Every configured (context, budget, sample) whose variant is in neither the lake nor staging."""
+    done = {r[0] for r in index.execute("SELECT variant_id FROM variants").fetchall()}
+    jobs = sleep_jobs([r.context for r in rows], config.sleep_budgets)
+    return [j for j in jobs if j.key(config.sleep_model) not in done]
+
+
+def current_variants(lake: Lake, rows: Sequence[ContextWithQueries], config: RunConfig) -> list[Variant]:
+    """The variants of the corpus as it is now, at the configured budgets, from lake and staging."""
+    from sleeptime.storage.warehouse import KEYS  # noqa: F401  (same module family; keeps import local)
+
+    files = [str(p) for p in lake.files("variants")] + [str(p) for p in lake.staged_files("variants")]
+    if not files:
+        return []
+    wanted = {j.key(config.sleep_model) for j in sleep_jobs([r.context for r in rows], config.sleep_budgets)}
+    con = duckdb.connect()
+    try:
+        con.execute("CREATE TEMP TABLE wanted (variant_id VARCHAR)")
+        con.executemany("INSERT INTO wanted VALUES (?)", [[w] for w in wanted])
+        records = con.execute(
+            "SELECT DISTINCT ON (variant_id) * FROM read_parquet(?, union_by_name = true) "
+            "WHERE variant_id IN (SELECT variant_id FROM wanted) ORDER BY variant_id, run_id DESC",
+            [files],
+        ).fetchall()
+        columns = [d[0] for d in con.description]
+    finally:
+        con.close()
+    out = []
+    for values in records:
+        r = dict(zip(columns, values))
+        out.append(
+            Variant(
+                context_id=r["context_id"], context_hash=r["context_hash"], model=r["model"],
+                sleep_budget=r["sleep_budget"], sample_index=r["sample_index"], prompt_version=r["prompt_version"],
+                text=r["text"], usage=Usage(prompt_tokens=r["prompt_tokens"], completion_tokens=r["completion_tokens"]),
+                cost_usd=r["cost_usd"], latency_s=r["latency_s"],
+            )
+        )
+    return out
+
+
+def pending_test_jobs(rows: Sequence[ContextWithQueries], variants: Sequence[Variant], config: RunConfig,
+                      index: duckdb.DuckDBPyConnection) -> list[TestJob]:
+    done = {r[0] for r in index.execute("SELECT answer_id FROM answers").fetchall()}
+    labeled = [r for r in rows if r.queries]
+    return [j for j in test_jobs(labeled, variants, config.test_budgets) if j.key(config.test_model) not in done]
+
+
+def shard(items: Sequence[T], size: int) -> list[list[T]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+# --- run summary ---------------------------------------------------------------------------------
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    corpus: str
+    started_at: datetime
+    diff: CorpusDiff = field(default_factory=CorpusDiff)
+    variants_written: int = 0
+    answers_written: int = 0
+    model_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    failures: list[Failure] = field(default_factory=list)
+    quarantined: int = 0
+    status: str = "running"
+    gate_report: str = ""
+    shards: int = 0
+    workers: int = 0
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def add_usage(self, calls: int, usage: Usage, cost: float) -> None:
+        self.model_calls += calls
+        self.prompt_tokens += usage.prompt_tokens
+        self.completion_tokens += usage.completion_tokens
+        self.cost_usd += cost
+
+    def record(self) -> dict[str, Any]:
+        counts = self.diff.counts()
+        return {
+            "run_id": self.run_id,
+            "started_at": self.started_at,
+            "finished_at": datetime.now(timezone.utc),
+            "status": self.status,
+            "corpus": self.corpus,
+            "contexts_new": counts["new"],
+            "contexts_changed": counts["changed"],
+            "contexts_unchanged": counts["unchanged"],
+            "contexts_removed": counts["removed"],
+            "variants_written": self.variants_written,
+            "answers_written": self.answers_written,
+            "model_calls": self.model_calls,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": self.cost_usd,
+            "failures": len(self.failures),
+            "quarantined": self.quarantined,
+            "seconds": self.seconds,
+            "detail_json": json.dumps(
+                {"shards": self.shards, "workers": self.workers, "gate": self.gate_report, **self.extra}, default=str
+            ),
+        }
+
+    def lines(self) -> list[str]:
+        c = self.diff.counts()
+        return [
+            f"run {self.run_id}: {self.status}",
+            f"contexts: {c['new']} new, {c['changed']} changed, {c['unchanged']} unchanged, {c['removed']} removed"
+            f" ({self.quarantined} rows set aside)",
+            f"work: {self.shards} shards on {self.workers} Ray workers; {self.variants_written} variants and "
+            f"{self.answers_written} answers written",
+            f"model: {self.model_calls} calls, {self.prompt_tokens} prompt + {self.completion_tokens} completion "
+            f"tokens, ${self.cost_usd:.4f}",
+            f"failures: {len(self.failures)}; time {self.seconds:.1f}s",
+        ]
+
+
+# --- publish -----------------------------------------------------------------------------------
+
+
+@dataclass
+class PublishOutcome:
+    published: bool
+    reason: str
+    snapshot_files: int = 0
+
+
+GateFn = Callable[[Path], tuple[bool, str]]
+
+
+def publish(lake: Lake, warehouse: Warehouse, summary: RunSummary, gate: GateFn) -> PublishOutcome:
+    """Build a candidate from lake + staging, gate it, then commit staging and swap the snapshot.
+
+    The run's own row is staged with the rest, so the published history includes it. A failed
+    gate moves the staged rows to _rejected/<run_id>/, records the run as rejected, and leaves
+    the published file as it was.
+    """
+    warehouse.cleanup_candidates()
+    summary.status = "published"
+    lake.stage("runs", f"run-{summary.run_id}", [summary.record()])
+    snapshot: Snapshot = warehouse.build(lake, include_staged=True)
+    try:
+        ok, report = gate(snapshot.path)
+    except BaseException:
+        warehouse.discard(snapshot)
+        raise
+    summary.gate_report = report
+    if not ok:
+        warehouse.discard(snapshot)
+        lake.reject_staged(summary.run_id)
+        summary.status = "rejected"
+        lake.write("runs", summary.run_id, [summary.record()], name=f"run-{summary.run_id}")
+        return PublishOutcome(False, report)
+    lake.commit_staged(summary.run_id)
+    warehouse.publish(snapshot)
+    return PublishOutcome(True, report, len(snapshot.files))

@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over the core package (sleeptime/), one concern per module."""

@@ -1,0 +1,42 @@
+"""Tasks: load the corpus and find what changed since the last publish."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from sleeptime.config import RunConfig
+from sleeptime.dataset import LoadResult, ensure_demo_corpus, load_corpus
+from sleeptime.domain import ContextWithQueries
+from sleeptime.pipeline import CorpusDiff, diff_corpus, stage_ingest
+from sleeptime.storage import Lake
+from sleeptime.storage.warehouse import open_lake_index
+
+
+@dataclass
+class Ingested:
+    rows: list[ContextWithQueries]
+    loaded: LoadResult
+    diff: CorpusDiff
+
+
+@task(name="ingest", cache_policy=NO_CACHE)
+def ingest(config: RunConfig, run_id: str) -> Ingested:
+    """Load the corpus, diff it against the lake by content hash, and stage new context versions."""
+    logger = get_run_logger()
+    if ensure_demo_corpus(config):
+        logger.info("generated the demo corpus at %s", config.corpus)
+    loaded = load_corpus(config.corpus, format=config.corpus_format)
+    logger.info(loaded.summary())
+    rows = loaded.rows[: config.max_contexts] if config.max_contexts else loaded.rows
+    lake = Lake(config.lake_dir)
+    index = open_lake_index(lake)
+    try:
+        diff = diff_corpus(rows, index)
+        staged = stage_ingest(lake, run_id, rows, diff, loaded, index)
+    finally:
+        index.close()
+    logger.info("contexts %s; staged %d rows", diff.counts(), staged)
+    return Ingested(rows, loaded, diff)

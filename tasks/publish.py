@@ -1,0 +1,28 @@
+"""Tasks: gate the candidate snapshot with great-expectations and publish it, or refuse."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from sleeptime.config import RunConfig
+from sleeptime.pipeline import PublishOutcome, RunSummary, publish
+from sleeptime.quality.snapshot import gate_snapshot
+from sleeptime.storage import Lake
+from sleeptime.storage.warehouse import Warehouse
+
+
+@task(name="validate-and-publish", cache_policy=NO_CACHE)
+def validate_and_publish(config: RunConfig, summary: RunSummary) -> PublishOutcome:
+    logger = get_run_logger()
+    outcome = publish(
+        Lake(config.lake_dir),
+        Warehouse(config.warehouse_path),
+        summary,
+        lambda path: gate_snapshot(path, config),
+    )
+    if outcome.published:
+        logger.info("published %s (%d lake files)", config.warehouse_path, outcome.snapshot_files)
+    else:
+        logger.error("quality gate refused the snapshot; the previous one stays published:\n%s", outcome.reason)
+    return outcome

@@ -1,0 +1,90 @@
+"""The Ray executor: a pool of actors that make model calls through the gateway.
+
+Each actor holds one ModelGateway and one event loop for its whole life (litellm dislikes a new
+loop per call), and gets an equal share of every model's concurrency cap, so the cap holds across
+the pool. The work itself is sleeptime.compute; this module only decides where it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import ray
+
+from sleeptime.compute import BatchResult, SleepJob, TestJob, run_sleep_jobs, run_test_jobs
+from sleeptime.config import RunConfig
+from sleeptime.model import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+@ray.remote
+class ModelWorker:
+    def __init__(self, models: dict[str, ModelSpec], concurrency: int):
+        import sleeptime  # noqa: F401  (offline environment defaults inside the worker)
+        from sleeptime.model import ModelGateway
+
+        self.gateway = ModelGateway(models)
+        self.concurrency = concurrency
+        self.loop = asyncio.new_event_loop()
+
+    def _run(self, coro) -> tuple[BatchResult, dict[str, int]]:
+        before = dict(self.gateway.stats)
+        result = self.loop.run_until_complete(coro)
+        after = dict(self.gateway.stats)
+        return result, {k: after.get(k, 0) - before.get(k, 0) for k in after}
+
+    def sleep(self, model: str, jobs: Sequence[SleepJob]) -> tuple[BatchResult, dict[str, int]]:
+        return self._run(run_sleep_jobs(self.gateway, model, jobs, self.concurrency))
+
+    def test(self, model: str, jobs: Sequence[TestJob]) -> tuple[BatchResult, dict[str, int]]:
+        return self._run(run_test_jobs(self.gateway, model, jobs, self.concurrency))
+
+
+class RayPool:
+    """Starts (or joins) Ray and owns ``workers`` ModelWorker actors for one run."""
+
+    def __init__(self, config: RunConfig):
+        self.config = config
+        self.workers = config.workers
+        self.actors: list[Any] = []
+        self._started_ray = False
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> RayPool:
+        return self
+
+    def _start(self) -> None:
+        # Started on first use: a run with nothing to compute never pays for Ray.
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+            if self.config.ray_address:
+                ray.init(address=self.config.ray_address, **kwargs)
+            else:
+                ray.init(num_cpus=self.workers, **kwargs)
+            self._started_ray = True
+        shares = {
+            name: spec.model_copy(update={"max_concurrency": max(1, math.ceil(spec.max_concurrency / self.workers))})
+            for name, spec in self.config.models.items()
+        }
+        per_actor = max(1, math.ceil(self.config.concurrency / self.workers))
+        self.actors = [ModelWorker.remote(shares, per_actor) for _ in range(self.workers)]
+        log.info("Ray: %d model workers, per-worker concurrency %d", self.workers, per_actor)
+
+    def actor(self, index: int) -> Any:
+        with self._lock:
+            if not self.actors:
+                self._start()
+        return self.actors[index % len(self.actors)]
+
+    def __exit__(self, *exc: object) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+        if self._started_ray:
+            ray.shutdown()

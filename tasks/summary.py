@@ -1,0 +1,42 @@
+"""Tasks: configuration and the run summary."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from sleeptime.config import RunConfig, load_config
+from sleeptime.pipeline import RunSummary
+from tasks.corpus import Ingested
+from tasks.model_work import ShardOutcome
+
+
+@task(name="resolve-config", cache_policy=NO_CACHE)
+def resolve_config(config_path: str | None, overrides: dict[str, Any]) -> RunConfig:
+    config = load_config(config_path, **overrides)
+    get_run_logger().info(
+        "corpus %s; sleep model %s, test model %s; %d sleep and %d test budgets; %d Ray workers, shards of %d contexts",
+        config.corpus, config.sleep_model, config.test_model, len(config.sleep_budgets), len(config.test_budgets),
+        config.workers, config.shard_size,
+    )
+    return config
+
+
+@task(name="summarize", cache_policy=NO_CACHE)
+def summarize(run_id: str, started_at: datetime, config: RunConfig, ingested: Ingested,
+              sleep: list[ShardOutcome], test: list[ShardOutcome], seconds: float) -> RunSummary:
+    summary = RunSummary(run_id=run_id, corpus=str(config.corpus), started_at=started_at, diff=ingested.diff)
+    summary.quarantined = len(ingested.loaded.quarantined)
+    summary.shards = len(sleep) + len(test)
+    summary.workers = config.workers
+    summary.seconds = seconds
+    for outcome in sleep + test:
+        summary.add_usage(outcome.calls, outcome.usage, outcome.cost_usd)
+        summary.failures.extend(outcome.failures)
+    summary.variants_written = sum(o.rows for o in sleep)
+    summary.answers_written = sum(o.rows for o in test)
+    summary.extra["retries"] = sum(o.retries for o in sleep + test)
+    return summary
