@@ -1,10 +1,11 @@
 """The DuckDB warehouse: built from the lake, validated, then swapped in atomically.
 
-DuckDB allows one writer. Only the publish step writes, and it never writes the published file:
-it builds a candidate file beside it (schema from warehouse/migrations/*.sql, rows from the lake,
-deduplicated by key), checkpoints and closes it, and renames it over the published file. A reader
-holding the old file keeps reading the old snapshot; a new reader gets the new one; nobody ever
-sees a half-published state.
+DuckDB allows one writer. Only the publish step writes, and it never writes a published file:
+it builds a candidate file (schema from warehouse/migrations/*.sql, rows from the lake,
+deduplicated by key), checkpoints and closes it, moves it to ``snapshots/`` under a unique name,
+and atomically repoints the published path (a symlink) at it. A reader holding the old snapshot
+keeps reading it; a new reader gets the new one; nobody ever sees a half-published state. Unique
+snapshot names also matter inside one process, where DuckDB shares one open database per path.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -78,19 +80,26 @@ class Snapshot:
 
 
 class Warehouse:
+    KEEP_SNAPSHOTS = 3
+
     def __init__(self, path: Path | str):
         self.path = Path(path)
+        self.snapshots_dir = self.path.parent / "snapshots"
 
     @property
     def exists(self) -> bool:
         return self.path.is_file()
 
+    def current_snapshot(self) -> Path:
+        """The file the published path points at now."""
+        if not self.exists:
+            raise FileNotFoundError(f"no published warehouse at {self.path}; run `sleeptime run` first")
+        return self.path.resolve()
+
     @contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-only connection to the published snapshot."""
-        if not self.exists:
-            raise FileNotFoundError(f"no published warehouse at {self.path}; run `sleeptime run` first")
-        con = duckdb.connect(str(self.path), read_only=True)
+        con = duckdb.connect(str(self.current_snapshot()), read_only=True)
         try:
             yield con
         finally:
@@ -121,8 +130,22 @@ class Warehouse:
         con.close()
         return Snapshot(candidate, sorted(all_files))
 
-    def publish(self, snapshot: Snapshot) -> None:
-        os.replace(snapshot.path, self.path)
+    def publish(self, snapshot: Snapshot) -> Path:
+        self.snapshots_dir.mkdir(parents=True, exist_ok=True)
+        final = self.snapshots_dir / f"sleeptime-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:6]}.duckdb"
+        os.replace(snapshot.path, final)
+        link = self.path.parent / f".link-{uuid.uuid4().hex}"
+        link.symlink_to(os.path.relpath(final, self.path.parent))
+        os.replace(link, self.path)  # the atomic switch
+        self._prune(keep=final)
+        return final
+
+    def _prune(self, keep: Path) -> None:
+        # Readers that still hold an old file keep it alive (POSIX), so deleting is safe.
+        old = sorted(self.snapshots_dir.glob("sleeptime-*.duckdb"))
+        for stale in old[: -self.KEEP_SNAPSHOTS]:
+            if stale != keep:
+                _remove(stale)
 
     @staticmethod
     def discard(snapshot: Snapshot) -> None:

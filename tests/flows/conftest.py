@@ -1,0 +1,84 @@
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sleeptime.dataset import load_corpus, write_demo_corpus, write_project_jsonl
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole session: the flow joins it instead of starting its own."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def pipeline(prefect_harness, ray_session, tmp_path):
+    return Pipeline(tmp_path)
+
+
+TINY = {
+    "sleep_budgets": [{"name": "none", "max_tokens": 0}, {"name": "small", "max_tokens": 48}, {"name": "large", "max_tokens": 512}],
+    "test_budgets": [{"name": "t0-direct", "verbosity": 0, "max_tokens": 16}, {"name": "t2-steps", "verbosity": 2, "max_tokens": 80}],
+    "shard_size": 2,
+    "workers": 2,
+}
+
+
+class Pipeline:
+    """A tiny corpus and configuration in a temporary folder, and ways to run and inspect it."""
+
+    def __init__(self, root: Path, contexts: int = 4, seed: int = 3):
+        self.root = root
+        self.corpus = write_demo_corpus(root / "corpus.jsonl", contexts=contexts, seed=seed)
+        self.out = root / "out"
+        self.config = root / "config.yaml"
+        self.write_config()
+
+    def write_config(self, **extra) -> Path:
+        data = {**TINY, "corpus": str(self.corpus), "output_dir": str(self.out), **extra}
+        self.config.write_text(yaml.safe_dump(data))
+        return self.config
+
+    def run(self, flow: str = "run"):
+        import flows.pipeline as pipelines
+
+        return getattr(pipelines, flow)(config_path=str(self.config))
+
+    def rows(self):
+        return load_corpus(self.corpus).rows
+
+    def replace_rows(self, rows) -> None:
+        write_project_jsonl(rows, self.corpus)
+
+    def warehouse(self):
+        from sleeptime.storage.warehouse import Warehouse
+
+        return Warehouse(self.out / "warehouse" / "sleeptime.duckdb")
+
+    def count(self, sql: str) -> int:
+        with self.warehouse().read() as con:
+            return con.execute(sql).fetchone()[0]
+
+    def lake_counts(self) -> dict[str, int]:
+        from sleeptime.storage import Lake
+
+        lake = Lake(self.out / "lake")
+        return {t: lake.read(t).num_rows for t in ("contexts", "queries", "variants", "answers", "runs")}
+
+
+def dump(obj) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)
