@@ -4,7 +4,6 @@ import pytest
 from typer.testing import CliRunner
 
 from sleeptime.cli import app
-from sleeptime.storage import Lake
 
 runner = CliRunner()
 
@@ -18,22 +17,6 @@ def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage" in _plain(result.output)
-
-
-def test_run_prints_the_table_and_writes_the_lake(tmp_path):
-    corpus = tmp_path / "c.jsonl"
-    assert runner.invoke(app, ["corpus", "generate", str(corpus), "--contexts", "4", "--seed", "1"]).exit_code == 0
-    result = runner.invoke(app, ["run", "--corpus", str(corpus), "--output-dir", str(tmp_path / "out")])
-    out = _plain(result.output)
-    assert result.exit_code == 0, out
-    assert "loaded 4 contexts (40 queries)" in out
-    assert "t4-check" in out and "large" in out and "0 failures" in out
-    lake = Lake(tmp_path / "out" / "lake")
-    assert lake.read("answers").num_rows == 40 * 4 * 5  # queries x (raw + 3 variants) x test budgets
-    assert lake.read("variants").num_rows == 4 * 3
-    # A rerun replaces its partition: still no duplicates.
-    assert runner.invoke(app, ["run", "--corpus", str(corpus), "--output-dir", str(tmp_path / "out")]).exit_code == 0
-    assert lake.read("answers").num_rows == 40 * 4 * 5
 
 
 def test_corpus_check_reports_set_aside_rows(tmp_path):

@@ -1,0 +1,33 @@
+import re
+
+from typer.testing import CliRunner
+
+from sleeptime.cli import app
+
+
+def _plain(text: str) -> str:
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", text).split())
+
+
+def test_sleeptime_run_prints_the_summary_and_the_table_from_the_warehouse(pipeline):
+    result = CliRunner().invoke(app, ["run", "--config", str(pipeline.config)])
+    out = _plain(result.output)
+    assert result.exit_code == 0, out
+    assert "contexts: 4 new, 0 changed, 0 unchanged, 0 removed" in out
+    assert "Ray workers" in out and "failures: 0" in out
+    assert "Accuracy and mean test-time completion tokens" in out
+    assert "t0-direct" in out and "t2-steps" in out and "large" in out
+    assert "published warehouse" in out
+    assert (pipeline.out / "quality" / "data_docs" / "index.html").exists()
+
+
+def test_a_refused_run_exits_non_zero(pipeline):
+    from sleeptime.storage import Lake
+
+    assert CliRunner().invoke(app, ["run", "--config", str(pipeline.config)]).exit_code == 0
+    with pipeline.warehouse().read() as con:
+        good = con.execute("SELECT * FROM variants_current LIMIT 1").df().iloc[0].to_dict()
+    Lake(pipeline.out / "lake").stage("variants", "broken", [{**good, "variant_id": "v_bad", "completion_tokens": -1}])
+    result = CliRunner().invoke(app, ["run", "--config", str(pipeline.config)])
+    assert result.exit_code == 1
+    assert "quality gate refused" in _plain(result.output)
