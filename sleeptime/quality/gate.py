@@ -433,6 +433,8 @@ def _import_gx() -> Any:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
 
+    # GX logs every ephemeral docs folder it creates at INFO; only its warnings matter here.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     return gx
 
 
