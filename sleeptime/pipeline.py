@@ -98,7 +98,7 @@ def stage_ingest(lake: Lake, run_id: str, rows: Sequence[ContextWithQueries], di
     for table, records in (("contexts", contexts), ("queries", queries), ("quarantine", quarantine)):
         if records:
             name = f"{table}-" + content_hash(sorted(json.dumps(r, sort_keys=True, default=str) for r in records))[:16]
-            lake.stage(table, name, [{**r, "run_id": run_id} for r in records])
+            lake.stage(table, name, records)
             staged += len(records)
     return staged
 
@@ -115,8 +115,6 @@ def pending_sleep_jobs(rows: Sequence[ContextWithQueries], config: RunConfig, in
 
 def current_variants(lake: Lake, rows: Sequence[ContextWithQueries], config: RunConfig) -> list[Variant]:
     """The variants of the corpus as it is now, at the configured budgets, from lake and staging."""
-    from sleeptime.storage.warehouse import KEYS  # noqa: F401  (same module family; keeps import local)
-
     files = [str(p) for p in lake.files("variants")] + [str(p) for p in lake.staged_files("variants")]
     if not files:
         return []
