@@ -16,6 +16,8 @@ def accuracy_table(
     """One row per (sleep budget, test budget): n, accuracy, mean test-time completion tokens,
     and the mean sleep-time completion tokens spent per context at that sleep budget."""
     labeled = answers[answers["correct"].notna()]
+    if "sample_index" in labeled:
+        labeled = labeled[labeled["sample_index"] == 0]  # extra pass@k samples are a separate baseline
     grouped = (
         labeled.groupby(["sleep_budget", "test_budget"], sort=False)
         .agg(

@@ -68,13 +68,18 @@ async def answer_query(
     query: Query,
     budget: TestBudget,
     variant: Variant | None = None,
+    sample_index: int = 0,
 ) -> Answer:
-    """T(q, c') when ``variant`` is given, else test-time only T(q, c)."""
+    """T(q, c') when ``variant`` is given, else test-time only T(q, c).
+
+    ``sample_index`` > 0 draws another independent sample (the seed), for pass@k baselines.
+    """
     messages = test_messages(context.text, query.text, budget.verbosity, notes=variant.text if variant else None)
     completion = await gateway.complete(
         model,
         messages,
         max_tokens=budget.max_tokens,
+        seed=sample_index,
         reasoning_effort=budget.reasoning_effort,
         thinking_tokens=budget.thinking_tokens,
     )
@@ -87,6 +92,7 @@ async def answer_query(
         sleep_budget=variant.sleep_budget if variant else "none",
         test_model=model,
         test_budget=budget.name,
+        sample_index=sample_index,
         prompt_version=PROMPT_VERSION,
         raw_reply=completion.text,
         parsed_answer=parsed,
@@ -118,11 +124,13 @@ class TestJob:
     query: Query
     budget: TestBudget
     variant: Variant | None
+    sample_index: int = 0
 
     def key(self, model: str) -> str:
         variant_id = self.variant.id if self.variant else None
         return Answer.make_id(
-            self.query.id, self.context.content_hash, variant_id, model, self.budget.name, PROMPT_VERSION
+            self.query.id, self.context.content_hash, variant_id, model, self.budget.name, PROMPT_VERSION,
+            self.sample_index,
         )
 
 
@@ -133,9 +141,10 @@ def sleep_jobs(contexts: Iterable[Context], budgets: Sequence[SleepBudget]) -> l
 
 
 def test_jobs(
-    rows: Iterable[ContextWithQueries], variants: Iterable[Variant], budgets: Sequence[TestBudget]
+    rows: Iterable[ContextWithQueries], variants: Iterable[Variant], budgets: Sequence[TestBudget], pass_at_k: int = 1
 ) -> list[TestJob]:
-    """Every labeled query x (raw context and every variant of its context) x every test budget."""
+    """Every labeled query x (raw context and every variant of its context) x every test budget,
+    plus ``pass_at_k - 1`` extra raw-context samples per (query, budget) for the pass@k baseline."""
     by_context: dict[str, list[Variant]] = {}
     for v in variants:
         by_context.setdefault(v.context_id, []).append(v)
@@ -145,6 +154,7 @@ def test_jobs(
         for q in row.queries:
             for source in sources:
                 jobs.extend(TestJob(row.context, q, b, source) for b in budgets)
+            jobs.extend(TestJob(row.context, q, b, None, k) for b in budgets for k in range(1, pass_at_k))
     return jobs
 
 
@@ -204,7 +214,7 @@ async def run_test_jobs(
 ) -> BatchResult:
     return await run_bounded(
         jobs,
-        lambda j: answer_query(gateway, model, j.context, j.query, j.budget, j.variant),
+        lambda j: answer_query(gateway, model, j.context, j.query, j.budget, j.variant, j.sample_index),
         lambda j: ("test", j.key(model), j.context.id),
         concurrency,
         progress,

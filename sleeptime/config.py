@@ -56,6 +56,9 @@ class RunConfig(BaseModel):
     test_model: str = "reference"
     sleep_budgets: list[SleepBudget] = Field(default_factory=lambda: list(DEFAULT_SLEEP_BUDGETS))
     test_budgets: list[TestBudget] = Field(default_factory=lambda: list(DEFAULT_TEST_BUDGETS))
+    # Raw-context samples per (query, test budget) for the pass@k baseline (parallel scaling,
+    # scored with an oracle: correct if any sample is). 1 turns it off.
+    pass_at_k: int = Field(default=3, ge=1)
     # Work items in flight at once across all models (each model also has its own cap).
     concurrency: int = Field(default=32, ge=1)
     max_contexts: int | None = Field(default=None, ge=1)

@@ -140,6 +140,7 @@ class Answer(_Frozen):
     sleep_budget: str  # "none" when variant_id is None
     test_model: str
     test_budget: str
+    sample_index: int = Field(default=0, ge=0)  # > 0 only for the extra pass@k samples
     prompt_version: str
     raw_reply: str
     parsed_answer: str | None
@@ -151,14 +152,17 @@ class Answer(_Frozen):
     @property
     def id(self) -> str:
         return self.make_id(
-            self.query_id, self.context_hash, self.variant_id, self.test_model, self.test_budget, self.prompt_version
+            self.query_id, self.context_hash, self.variant_id, self.test_model, self.test_budget, self.prompt_version,
+            self.sample_index,
         )
 
     @staticmethod
     def make_id(
-        query_id: str, context_hash: str, variant_id: str | None, test_model: str, test_budget: str, prompt_version: str
+        query_id: str, context_hash: str, variant_id: str | None, test_model: str, test_budget: str,
+        prompt_version: str, sample_index: int = 0,
     ) -> str:
-        return short_id("a", query_id, context_hash, variant_id or "none", test_model, test_budget, prompt_version)
+        parts = [query_id, context_hash, variant_id or "none", test_model, test_budget, prompt_version]
+        return short_id("a", *parts, *([sample_index] if sample_index else []))
 
 
 class ContextWithQueries(_Frozen):

@@ -63,7 +63,7 @@ def run_local(config: RunConfig, progress: ProgressFactory = _no_progress) -> Jo
             gateway, config.sleep_model, sleeping, config.concurrency, progress("sleep time", len(sleeping))
         )
         seconds["sleep"] = time.perf_counter() - t
-        testing = test_jobs([r for r in rows if r.queries], slept.rows, config.test_budgets)
+        testing = test_jobs([r for r in rows if r.queries], slept.rows, config.test_budgets, config.pass_at_k)
         t = time.perf_counter()
         tested = await run_test_jobs(
             gateway, config.test_model, testing, config.concurrency, progress("test time", len(testing))

@@ -149,7 +149,8 @@ def pending_test_jobs(rows: Sequence[ContextWithQueries], variants: Sequence[Var
                       index: duckdb.DuckDBPyConnection) -> list[TestJob]:
     done = {r[0] for r in index.execute("SELECT answer_id FROM answers").fetchall()}
     labeled = [r for r in rows if r.queries]
-    return [j for j in test_jobs(labeled, variants, config.test_budgets) if j.key(config.test_model) not in done]
+    jobs = test_jobs(labeled, variants, config.test_budgets, config.pass_at_k)
+    return [j for j in jobs if j.key(config.test_model) not in done]
 
 
 def shard(items: Sequence[T], size: int) -> list[list[T]]:

@@ -59,6 +59,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("sleep_budget", pa.string()),
             ("test_model", pa.string()),
             ("test_budget", pa.string()),
+            ("sample_index", pa.int32()),
             ("prompt_version", pa.string()),
             ("raw_reply", pa.string()),
             ("parsed_answer", pa.string()),

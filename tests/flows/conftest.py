@@ -35,6 +35,7 @@ TINY = {
     "test_budgets": [{"name": "t0-direct", "verbosity": 0, "max_tokens": 16}, {"name": "t2-steps", "verbosity": 2, "max_tokens": 80}],
     "shard_size": 2,
     "workers": 2,
+    "pass_at_k": 1,
 }
 
 

@@ -10,6 +10,7 @@ def _plain(text: str) -> str:
 
 
 def test_sleeptime_run_prints_the_summary_and_the_table_from_the_warehouse(pipeline):
+    pipeline.write_config(pass_at_k=2)
     result = CliRunner().invoke(app, ["run", "--config", str(pipeline.config)])
     out = _plain(result.output)
     assert result.exit_code == 0, out
@@ -19,6 +20,16 @@ def test_sleeptime_run_prints_the_summary_and_the_table_from_the_warehouse(pipel
     assert "t0-direct" in out and "t2-steps" in out and "large" in out
     assert "published warehouse" in out
     assert (pipeline.out / "quality" / "data_docs" / "index.html").exists()
+    # The pass@k baseline: k = 1 and k = 2 raw-context samples, tokens summed over the samples.
+    with pipeline.warehouse().read() as con:
+        rows = con.execute("SELECT test_budget, k, pass_at_k, mean_test_completion_tokens FROM v_pass_at_k ORDER BY ALL").fetchall()
+        n_queries = con.execute("SELECT count(*) FROM queries_current").fetchone()[0]
+        assert con.execute("SELECT count(*) FROM answers WHERE sample_index = 1").fetchone()[0] == n_queries * 2
+    by = {(b, k): (p, t) for b, k, p, t in rows}
+    assert set(by) == {(b, k) for b in ("t0-direct", "t2-steps") for k in (1, 2)}
+    for b in ("t0-direct", "t2-steps"):
+        assert by[(b, 2)][0] >= by[(b, 1)][0]
+        assert by[(b, 2)][1] > by[(b, 1)][1]
 
 
 def test_a_refused_run_exits_non_zero(pipeline):

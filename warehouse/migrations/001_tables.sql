@@ -63,7 +63,7 @@ CREATE TABLE variants (
     run_id             VARCHAR NOT NULL
 );
 
--- key: answer_id = hash(query_id, context_hash, variant_id or none, test_model, test_budget, prompt_version)
+-- key: answer_id = hash(query_id, context_hash, variant_id or none, test_model, test_budget, prompt_version[, sample_index])
 CREATE TABLE answers (
     answer_id          VARCHAR NOT NULL,
     query_id           VARCHAR NOT NULL,
@@ -73,6 +73,7 @@ CREATE TABLE answers (
     sleep_budget       VARCHAR NOT NULL,   -- 'none' for the raw context
     test_model         VARCHAR NOT NULL,
     test_budget        VARCHAR NOT NULL,
+    sample_index       INTEGER NOT NULL,   -- > 0: an extra raw-context sample for pass@k
     prompt_version     VARCHAR NOT NULL,
     raw_reply          VARCHAR,
     parsed_answer      VARCHAR,

@@ -48,7 +48,7 @@ SELECT a.test_model, a.sleep_budget, a.test_budget,
        coalesce(s.mean_sleep_tokens_per_context, 0) AS mean_sleep_tokens_per_context
 FROM answers_current a
 LEFT JOIN sleep s ON s.sleep_budget = a.sleep_budget
-WHERE a.correct IS NOT NULL
+WHERE a.correct IS NOT NULL AND a.sample_index = 0
 GROUP BY a.test_model, a.sleep_budget, a.test_budget, s.mean_sleep_tokens_per_context;
 
 -- Amortized cost per query, as published: (sleep tokens + t * sum of test tokens) / queries,
@@ -60,6 +60,7 @@ WITH per_context AS (
            sum(a.completion_tokens) AS test_tokens,
            sum(a.cost_usd) AS test_cost_usd
     FROM answers_current a
+    WHERE a.sample_index = 0
     GROUP BY ALL
 ),
 sleep AS (
@@ -73,6 +74,24 @@ SELECT p.test_model, p.sleep_budget, p.test_budget,
 FROM per_context p
 LEFT JOIN sleep s ON s.context_id = p.context_id AND s.sleep_budget = p.sleep_budget
 GROUP BY ALL;
+
+-- The pass@k baseline (parallel test-time scaling, oracle verifier, as published): raw context,
+-- k independent samples per query, correct when any of them is; tokens are the sum over samples.
+CREATE VIEW v_pass_at_k AS
+WITH ks AS (SELECT DISTINCT sample_index + 1 AS k FROM answers_current WHERE variant_id IS NULL),
+per_query AS (
+    SELECT a.test_model, a.test_budget, ks.k, a.query_id,
+           bool_or(a.correct) AS any_correct,
+           sum(a.completion_tokens) AS tokens
+    FROM answers_current a JOIN ks ON a.sample_index < ks.k
+    WHERE a.variant_id IS NULL AND a.correct IS NOT NULL
+    GROUP BY ALL
+    HAVING count(*) = ks.k
+)
+SELECT test_model, test_budget, k, count(*) AS n,
+       avg(CASE WHEN any_correct THEN 1.0 ELSE 0.0 END) AS pass_at_k,
+       avg(tokens) AS mean_test_completion_tokens
+FROM per_query GROUP BY ALL;
 
 CREATE VIEW v_run_history AS
 SELECT * FROM runs ORDER BY run_id;
