@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from sleeptime.analysis import accuracy_table
+from sleeptime.analysis.summary import accuracy_table
 from sleeptime.compute import Failure, run_sleep_jobs, run_test_jobs, sleep_jobs, test_jobs
 from sleeptime.config import RunConfig
 from sleeptime.dataset import LoadResult, ensure_demo_corpus, load_corpus
