@@ -39,10 +39,12 @@ def _pipeline(config_path: str | None, overrides: dict[str, Any], do_sleep: bool
     sleep_shards = plan_sleep(config, ingested) if do_sleep else []
     with RayPool(config) as pool:
         if sleep_shards:
+            pool.ensure_started()
             futures = [sleep_shard.submit(i, s, config, run_id, pool) for i, s in enumerate(sleep_shards)]
             sleep_outcomes = advance_when_done(futures, "sleep time", [len(s) for s in sleep_shards])
         test_shards = plan_test(config, ingested) if do_test else []
         if test_shards:
+            pool.ensure_started()
             futures = [test_shard.submit(i, s, config, run_id, pool) for i, s in enumerate(test_shards)]
             test_outcomes = advance_when_done(futures, "test time", [len(s) for s in test_shards])
     summary = summarize(run_id, started, config, ingested, sleep_outcomes, test_outcomes, time.perf_counter() - t0)

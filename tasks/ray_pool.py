@@ -76,11 +76,16 @@ class RayPool:
         self.actors = [ModelWorker.remote(shares, per_actor) for _ in range(self.workers)]
         log.info("Ray: %d model workers, per-worker concurrency %d", self.workers, per_actor)
 
-    def actor(self, index: int) -> Any:
+    def ensure_started(self) -> RayPool:
+        """Start Ray and the actors now; call it from the flow's main thread (Ray installs signal
+        handlers there), right before submitting shards, so a run with no work never starts Ray."""
         with self._lock:
             if not self.actors:
                 self._start()
-        return self.actors[index % len(self.actors)]
+        return self
+
+    def actor(self, index: int) -> Any:
+        return self.ensure_started().actors[index % len(self.actors)]
 
     def __exit__(self, *exc: object) -> None:
         for actor in self.actors:
