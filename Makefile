@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export DO_NOT_TRACK := 1
 
-.PHONY: run test install install-test clean
+.PHONY: run test install install-test browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,14 @@ install-test: $(VENV)/.installed-test
 run: install
 	$(BIN)/sleeptime run $(ARGS)
 
-test: install-test
+# The report test renders the HTML in headless Chromium (Debian's package; no download at test time).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the report rendering test"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+test: install-test browser
 	$(BIN)/python -m pytest -q $(ARGS)
 
 clean:

@@ -19,6 +19,7 @@ from tasks.model_work import advance_when_done, sleep_shard, test_shard
 from tasks.plan import plan_sleep, plan_test
 from tasks.publish import validate_and_publish
 from tasks.ray_pool import RayPool
+from tasks.report import write_report_task
 from tasks.summary import resolve_config, summarize
 
 
@@ -30,7 +31,8 @@ class RunFailed(RuntimeError):
         self.summary = summary
 
 
-def _pipeline(config_path: str | None, overrides: dict[str, Any], do_sleep: bool, do_test: bool) -> RunSummary:
+def _pipeline(config_path: str | None, overrides: dict[str, Any], do_sleep: bool, do_test: bool,
+              do_report: bool = False) -> RunSummary:
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     run_id = new_run_id()
     config = resolve_config(config_path, overrides)
@@ -51,6 +53,8 @@ def _pipeline(config_path: str | None, overrides: dict[str, Any], do_sleep: bool
     outcome = validate_and_publish(config, summary)
     if not outcome.published:
         raise RunFailed(f"quality gate refused run {run_id}; previous snapshot kept:\n{outcome.reason}", summary)
+    if do_report:
+        summary.extra["report"] = write_report_task(config)
     if summary.failures:
         raise RunFailed(f"run {run_id} published, but {len(summary.failures)} items failed; rerun to retry them", summary)
     return summary
@@ -64,10 +68,10 @@ def _overrides(**kwargs: Any) -> dict[str, Any]:
 def run(config_path: str | None = None, corpus: str | None = None, output_dir: str | None = None,
         max_contexts: int | None = None, workers: int | None = None, shard_size: int | None = None,
         ray_address: str | None = None) -> RunSummary:
-    """The main job: refresh (sleep time) + evaluate (test time) + publish."""
+    """The main job: refresh (sleep time) + evaluate (test time) + publish + report."""
     overrides = _overrides(corpus=corpus, output_dir=output_dir, max_contexts=max_contexts, workers=workers,
                            shard_size=shard_size, ray_address=ray_address)
-    return _pipeline(config_path, overrides, do_sleep=True, do_test=True)
+    return _pipeline(config_path, overrides, do_sleep=True, do_test=True, do_report=True)
 
 
 @flow(name="sleeptime-refresh", task_runner=ThreadPoolTaskRunner(max_workers=8))
@@ -86,3 +90,9 @@ def evaluate(config_path: str | None = None, corpus: str | None = None, output_d
     overrides = _overrides(corpus=corpus, output_dir=output_dir, workers=workers, shard_size=shard_size,
                            ray_address=ray_address)
     return _pipeline(config_path, overrides, do_sleep=False, do_test=True)
+
+
+@flow(name="sleeptime-report")
+def report(config_path: str | None = None, output_dir: str | None = None) -> str | None:
+    """The HTML report over the published warehouse (plots, headline numbers, policy scorecard)."""
+    return write_report_task(resolve_config(config_path, _overrides(output_dir=output_dir)))

@@ -21,6 +21,8 @@ app = typer.Typer(
 )
 corpus_app = typer.Typer(help="Generate, check and inspect corpora.", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
+policy_app = typer.Typer(help="Inspect the fitted selection policy.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
 console = Console()
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML configuration file (see sleeptime.yaml).")]
@@ -109,6 +111,8 @@ def run(
     if cfg.warehouse_path.exists():
         print_warehouse_table(cfg.warehouse_path)
         console.print(f"published warehouse: {cfg.warehouse_path}; lake: {cfg.lake_dir}/; Data Docs: {cfg.data_docs_dir}/")
+    if summary.extra.get("report"):
+        console.print(f"report: {summary.extra['report']}")
     if failed is not None:
         console.print(f"[red]{failed}[/red]")
         for failure in summary.failures[:10]:
@@ -182,6 +186,53 @@ def think(
     variant = asyncio.run(make_variant(ModelGateway(cfg.models), cfg.sleep_model, context, budgets[budget], sample))
     console.print(variant.text)
     console.print(f"[dim]{variant.usage.completion_tokens} completion tokens, ${variant.cost_usd:.6f}[/dim]")
+
+
+def _published(cfg):
+    from sleeptime.storage.warehouse import Warehouse
+
+    warehouse = Warehouse(cfg.warehouse_path)
+    if not warehouse.exists:
+        console.print(f"[red]no published warehouse at {cfg.warehouse_path}[/red]; run `sleeptime run` first")
+        raise typer.Exit(2)
+    return warehouse
+
+
+@policy_app.command("explain")
+def policy_explain(
+    context_id: Annotated[str, typer.Argument(help="A context id of the published warehouse.")],
+    config: ConfigOpt = None,
+    output_dir: Annotated[Optional[Path], typer.Option(help="Output folder of the run (default: out/).")] = None,
+) -> None:
+    """Explain which (variant, test budget) the policy picks for a context's queries, and why."""
+    from sleeptime.policy.store import load_current_policy
+
+    cfg = _load_config(config, output_dir=output_dir)
+    with _published(cfg).read() as con:
+        known = con.execute("SELECT count(*) FROM contexts_current WHERE context_id = ?", [context_id]).fetchone()[0]
+        if not known:
+            console.print(f"[red]unknown context {context_id!r}[/red] in {cfg.warehouse_path}")
+            raise typer.Exit(2)
+        policy = load_current_policy(con, cfg.policy, tuple(b.name for b in cfg.test_budgets))
+    if policy is None:
+        console.print("[yellow]no labeled answers yet: the policy falls back to the raw context at the largest test budget[/yellow]")
+        raise typer.Exit(0)
+    console.print(f"policy {policy.version}")
+    console.print(policy.explain(context_id), markup=False)
+
+
+@app.command()
+def report(
+    config: ConfigOpt = None,
+    output_dir: Annotated[Optional[Path], typer.Option(help="Output folder of the run (default: out/).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Where to write the HTML (default: <output_dir>/report/report.html).")] = None,
+) -> None:
+    """Write the self-contained HTML report (plots, headline numbers, policy scorecard, run history)."""
+    from sleeptime.report import write_report
+
+    cfg = _load_config(config, output_dir=output_dir)
+    path = write_report(_published(cfg), cfg, out or cfg.report_path)
+    console.print(f"wrote {path}")
 
 
 @app.command("models")

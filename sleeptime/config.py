@@ -7,7 +7,7 @@ root is the documented example; every field below can be set there.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -42,6 +42,20 @@ class DemoCorpus(BaseModel):
     seed: int = 7
 
 
+class PolicyConfig(BaseModel):
+    """How the selection policy judges "adequate" and "cheapest" (sleeptime/policy)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target_accuracy: float = Field(default=0.9, gt=0, le=1)
+    z: float = Field(default=1.96, ge=0)  # Wilson bound confidence (1.96 = 95 %)
+    test_token_weight: float = Field(default=10.0, ge=0)  # t in the published cost formula
+    expected_queries_per_context: float = Field(default=10.0, gt=0)  # amortizes sleep cost
+    min_context_queries: int = Field(default=10, ge=1)  # labeled queries for a per-context estimate
+    cost_metric: Literal["weighted_tokens", "usd"] = "weighted_tokens"
+    holdout_fraction: float = Field(default=0.5, gt=0, lt=1)  # queries held out by the report's check
+
+
 class RunConfig(BaseModel):
     """Everything one run of the main job needs."""
 
@@ -64,6 +78,7 @@ class RunConfig(BaseModel):
     max_contexts: int | None = Field(default=None, ge=1)
     # The orchestrated pipeline: contexts per Prefect shard task, Ray workers (model-call actors),
     # and an existing Ray cluster to join (None starts a local one for the run).
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
     shard_size: int = Field(default=10, ge=1)
     workers: int = Field(default=2, ge=1)
     ray_address: str | None = None
@@ -94,6 +109,10 @@ class RunConfig(BaseModel):
     @property
     def warehouse_path(self) -> Path:
         return self.output_dir / "warehouse" / "sleeptime.duckdb"
+
+    @property
+    def report_path(self) -> Path:
+        return self.output_dir / "report" / "report.html"
 
     @property
     def data_docs_dir(self) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
+import pyarrow.parquet as pq
 
 from sleeptime.compute import Failure, SleepJob, TestJob, sleep_jobs, test_jobs
 from sleeptime.config import RunConfig
@@ -238,20 +239,28 @@ class PublishOutcome:
 
 
 GateFn = Callable[[Path], tuple[bool, str]]
+# Reads a candidate snapshot, returns derived rows per table (e.g. the fitted policy).
+DeriveFn = Callable[[Path], dict[str, list[dict[str, Any]]]]
 
 
-def publish(lake: Lake, warehouse: Warehouse, summary: RunSummary, gate: GateFn) -> PublishOutcome:
-    """Build a candidate from lake + staging, gate it, then commit staging and swap the snapshot.
+def publish(lake: Lake, warehouse: Warehouse, summary: RunSummary, gate: GateFn, derive: DeriveFn | None = None) -> PublishOutcome:
+    """Build a candidate from lake + staging, derive, gate it, then commit staging and swap the snapshot.
 
-    The run's own row is staged with the rest, so the published history includes it. A failed
-    gate moves the staged rows to _rejected/<run_id>/, records the run as rejected, and leaves
-    the published file as it was.
+    The run's own row is staged with the rest, so the published history includes it. Derived
+    rows are staged too (they are part of what the gate accepts or refuses). A failed gate moves
+    the staged rows to _rejected/<run_id>/, records the run as rejected, and leaves the published
+    file as it was.
     """
     warehouse.cleanup_candidates()
     summary.status = "published"
     lake.stage("runs", f"run-{summary.run_id}", [summary.record()])
     snapshot: Snapshot = warehouse.build(lake, include_staged=True)
     try:
+        for table, records in (derive(snapshot.path) if derive else {}).items():
+            if records:
+                name = f"{table}-" + content_hash(sorted(json.dumps(r, sort_keys=True, default=str) for r in records))[:16]
+                path = lake.stage(table, name, records)
+                warehouse.append(snapshot, table, pq.read_table(path))
         ok, report = gate(snapshot.path)
     except BaseException:
         warehouse.discard(snapshot)

@@ -7,6 +7,7 @@ from prefect.cache_policies import NO_CACHE
 
 from sleeptime.config import RunConfig
 from sleeptime.pipeline import PublishOutcome, RunSummary, publish
+from sleeptime.policy.store import derive_policy
 from sleeptime.quality.snapshot import gate_snapshot
 from sleeptime.storage import Lake
 from sleeptime.storage.warehouse import Warehouse
@@ -15,11 +16,13 @@ from sleeptime.storage.warehouse import Warehouse
 @task(name="validate-and-publish", cache_policy=NO_CACHE)
 def validate_and_publish(config: RunConfig, summary: RunSummary) -> PublishOutcome:
     logger = get_run_logger()
+    test_order = tuple(b.name for b in config.test_budgets)
     outcome = publish(
         Lake(config.lake_dir),
         Warehouse(config.warehouse_path),
         summary,
-        lambda path: gate_snapshot(path, config),
+        gate=lambda path: gate_snapshot(path, config),
+        derive=lambda path: derive_policy(path, config.policy, summary.run_id, test_order),
     )
     if outcome.published:
         logger.info("published %s (%d lake files)", config.warehouse_path, outcome.snapshot_files)

@@ -61,7 +61,7 @@ def test_prefect_yaml_deploys_and_a_worker_runs_a_deployment(prefect_server, tmp
     url, env = prefect_server
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     names = {d["name"] for d in spec["deployments"]}
-    assert {"nightly-refresh", "evaluate-on-demand", "full-run"} <= names
+    assert {"nightly-refresh", "evaluate-on-demand", "full-run", "report"} <= names
 
     run = lambda *args: subprocess.run([PREFECT, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     created = run("work-pool", "create", "sleeptime-local", "--type", "process")

@@ -90,6 +90,30 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("run_id", pa.string()),
         ]
     ),
+    # The fitted selection policy, one row per (scope, option); versioned by a hash of its inputs.
+    "policies": pa.schema(
+        [
+            ("policy_version", pa.string()),
+            ("settings_json", pa.string()),
+            ("scope", pa.string()),  # context | kind | corpus
+            ("scope_value", pa.string()),
+            ("sleep_budget", pa.string()),
+            ("test_budget", pa.string()),
+            ("n", pa.int64()),
+            ("correct", pa.int64()),
+            ("accuracy", pa.float64()),
+            ("wilson_lower", pa.float64()),
+            ("mean_test_tokens", pa.float64()),
+            ("mean_test_cost_usd", pa.float64()),
+            ("sleep_tokens_per_context", pa.float64()),
+            ("sleep_cost_usd_per_context", pa.float64()),
+            ("cost_weighted", pa.float64()),
+            ("cost_usd", pa.float64()),
+            ("adequate", pa.bool_()),
+            ("chosen", pa.bool_()),
+            ("run_id", pa.string()),
+        ]
+    ),
     "runs": pa.schema(
         [
             ("run_id", pa.string()),

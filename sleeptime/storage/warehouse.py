@@ -35,6 +35,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "answers": ("answer_id",),
     "quarantine": ("source", "location", "reason"),
     "failures": ("stage", "key", "run_id"),
+    "policies": ("policy_version", "scope", "scope_value", "sleep_budget", "test_budget"),
 }
 
 
@@ -130,6 +131,18 @@ class Warehouse:
         con.close()
         return Snapshot(candidate, sorted(all_files))
 
+    @staticmethod
+    def append(snapshot: Snapshot, table: str, arrow) -> None:
+        """Add derived rows (already staged in the lake) to a candidate before it is gated."""
+        con = duckdb.connect(str(snapshot.path))
+        try:
+            con.register("incoming", arrow)
+            columns = ", ".join(arrow.schema.names)
+            con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM incoming")
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+
     def publish(self, snapshot: Snapshot) -> Path:
         self.snapshots_dir.mkdir(parents=True, exist_ok=True)
         final = self.snapshots_dir / f"sleeptime-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:6]}.duckdb"
@@ -181,6 +194,7 @@ INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
     "variants": ("variant_id", "context_id"),
     "answers": ("answer_id", "context_id"),
     "quarantine": ("source", "location", "reason"),
+    "policies": ("policy_version",),
 }
 
 

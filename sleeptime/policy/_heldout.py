@@ -1,0 +1,139 @@
+"""Held-out check: fit the policy on half of the queries, score it on the other half, and
+compare it with every fixed (sleep budget, test budget) pair scored the same way."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from sleeptime.policy._fit import PolicySettings, SleepCosts, _prepare_answers, fit_policy, rank_options
+
+
+def split_queries(
+    query_ids: Iterable[str], holdout_fraction: float = 0.5, seed: str = "heldout-v1"
+) -> tuple[set[str], set[str]]:
+    """Split query ids into (fit ids, test ids), deterministically by a hash of (seed, query id):
+    a query lands on the same side whatever else is in the list."""
+    if not 0.0 <= holdout_fraction <= 1.0:
+        raise ValueError(f"holdout_fraction must be in [0, 1], got {holdout_fraction}")
+    fit: set[str] = set()
+    test: set[str] = set()
+    for qid in {str(q) for q in query_ids}:
+        h = hashlib.sha256(f"{seed}\x00{qid}".encode()).digest()
+        u = int.from_bytes(h[:8], "big") / 2**64
+        (test if u < holdout_fraction else fit).add(qid)
+    return fit, test
+
+
+@dataclass
+class HeldOutReport:
+    policy_accuracy: float
+    policy_cost_weighted: float
+    policy_cost_usd: float
+    fallback_rate: float
+    n_test_queries: int
+    fixed: pd.DataFrame  # sleep_budget, test_budget, n, accuracy, cost_weighted, cost_usd; cheapest first
+    best_fixed: dict[str, Any]
+    test_time_only: pd.DataFrame
+    choices: pd.Series  # counts of (sleep_budget, test_budget) chosen on the test queries
+    # Test queries with no recorded answer under the option the policy chose (left out of the scores).
+    n_unanswered: int = 0
+    policy_version: str = ""
+    per_query: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def summary(self) -> str:
+        b = self.best_fixed
+        return (
+            f"policy on {self.n_test_queries} held-out queries: accuracy {self.policy_accuracy:.3f}, "
+            f"cost {self.policy_cost_weighted:.1f} weighted tokens (${self.policy_cost_usd:.6f}), "
+            f"fallback rate {self.fallback_rate:.2f}; best fixed {b.get('sleep_budget')} + {b.get('test_budget')}: "
+            f"accuracy {b.get('accuracy', float('nan')):.3f}, cost {b.get('cost_weighted', float('nan')):.1f} "
+            f"weighted tokens (${b.get('cost_usd', float('nan')):.6f})"
+        )
+
+
+def _score(rows: pd.DataFrame, costs: SleepCosts, settings: PolicySettings) -> pd.DataFrame:
+    """Per-answer cost under the published formula, with the answer's own context's sleep cost."""
+    sleep = [costs.for_context(c, b) for c, b in zip(rows["context_id"], rows["sleep_budget"])]
+    q = settings.expected_queries_per_context
+    return rows.assign(
+        cost_weighted=[t / q for t, _ in sleep] + settings.test_token_weight * rows["completion_tokens"],
+        cost_usd=[u / q for _, u in sleep] + rows["cost_usd"],
+    )
+
+
+def held_out_check(
+    answers: pd.DataFrame,
+    sleep: pd.DataFrame,
+    settings: PolicySettings = PolicySettings(),
+    holdout_fraction: float = 0.5,
+    seed: str = "heldout-v1",
+) -> HeldOutReport:
+    df = _prepare_answers(answers)
+    fit_ids, test_ids = split_queries(df["query_id"].unique(), holdout_fraction, seed)
+    if not fit_ids or not test_ids:
+        raise ValueError(
+            f"the split left {len(fit_ids)} fit and {len(test_ids)} test queries; both must be non-empty"
+        )
+    policy = fit_policy(df[df["query_id"].isin(fit_ids)], sleep, settings)
+    costs = SleepCosts(sleep)
+
+    # One recorded answer per (query, option): several test models are averaged.
+    test = df[df["query_id"].isin(test_ids)]
+    per_option = (
+        test.assign(correct=test["correct"].astype(float))
+        .groupby(["query_id", "context_id", "sleep_budget", "test_budget"], as_index=False)
+        .agg(correct=("correct", "mean"), completion_tokens=("completion_tokens", "mean"), cost_usd=("cost_usd", "mean"))
+    )
+    scored = _score(per_option, costs, settings)
+
+    queries = test.groupby("query_id", as_index=False).agg(context_id=("context_id", "first"), kind=("kind", "first"))
+    picks = [policy.choose(c, k) for c, k in zip(queries["context_id"], queries["kind"])]
+    queries = queries.assign(
+        sleep_budget=[p.sleep_budget for p in picks],
+        test_budget=[p.test_budget for p in picks],
+        scope=[p.scope for p in picks],
+        fallback=[p.fallback for p in picks],
+    )
+    merged = queries.merge(
+        scored.drop(columns="context_id"), on=["query_id", "sleep_budget", "test_budget"], how="left"
+    )
+    answered = merged[merged["correct"].notna()]
+    n = len(answered)
+
+    fixed = (
+        scored.groupby(["sleep_budget", "test_budget"], as_index=False)
+        .agg(
+            n=("correct", "size"),
+            accuracy=("correct", "mean"),
+            cost_weighted=("cost_weighted", "mean"),
+            cost_usd=("cost_usd", "mean"),
+        )
+    )
+    fixed = rank_options(fixed, settings).reset_index(drop=True)
+    policy_accuracy = float(answered["correct"].mean()) if n else float("nan")
+    good = fixed[fixed["accuracy"] >= policy_accuracy - 1e-12]
+    if len(good):
+        best = good.iloc[0]
+    else:
+        best = fixed.sort_values("accuracy", ascending=False, kind="mergesort").iloc[0]
+    best_fixed = {k: (v.item() if hasattr(v, "item") else v) for k, v in best.to_dict().items()}
+
+    return HeldOutReport(
+        policy_accuracy=policy_accuracy,
+        policy_cost_weighted=float(answered["cost_weighted"].mean()) if n else float("nan"),
+        policy_cost_usd=float(answered["cost_usd"].mean()) if n else float("nan"),
+        fallback_rate=float(queries["fallback"].mean()),
+        n_test_queries=int(len(queries)),
+        fixed=fixed,
+        best_fixed=best_fixed,
+        test_time_only=fixed[fixed["sleep_budget"] == "none"].reset_index(drop=True),
+        choices=queries[["sleep_budget", "test_budget"]].value_counts(),
+        n_unanswered=int(len(merged) - n),
+        policy_version=policy.version,
+        per_query=merged,
+    )

@@ -1,0 +1,97 @@
+"""The HTML report: built from a published warehouse, rendered in headless Chromium."""
+
+import re
+import shutil
+import subprocess
+from datetime import datetime, timezone
+
+import pytest
+
+from sleeptime.config import RunConfig
+from sleeptime.dataset import write_demo_corpus
+from sleeptime.domain import SleepBudget, TestBudget
+from sleeptime.job import run_local
+from sleeptime.pipeline import RunSummary
+from sleeptime.report import write_report
+from sleeptime.storage import Lake, answer_record, context_record, query_record, variant_record
+from sleeptime.storage.warehouse import Warehouse
+
+PLOTS = ["plot-accuracy-tokens", "plot-sleep-scaling", "plot-amortization", "plot-predictability", "plot-heldout", "plot-runs"]
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """A warehouse published from an in-process grid (no Prefect or Ray needed for the report)."""
+    root = tmp_path_factory.mktemp("report")
+    config = RunConfig(
+        corpus=write_demo_corpus(root / "corpus.jsonl", contexts=12, seed=21),
+        output_dir=root / "out",
+        sleep_budgets=[SleepBudget(name="none", max_tokens=0), SleepBudget(name="small", max_tokens=48),
+                       SleepBudget(name="large", max_tokens=512)],
+        test_budgets=[TestBudget(name="t0-direct", verbosity=0, max_tokens=16),
+                      TestBudget(name="t1-brief", verbosity=1, max_tokens=40),
+                      TestBudget(name="t2-steps", verbosity=2, max_tokens=80)],
+        pass_at_k=2,
+    )
+    result = run_local(config)
+    lake, run_id = Lake(config.lake_dir), "r20260101T000000000000"
+    rows = result.loaded.rows
+    lake.write("contexts", run_id, [context_record(r.context, run_id) for r in rows])
+    lake.write("queries", run_id, [query_record(q, r.context.content_hash, run_id) for r in rows for q in r.queries])
+    lake.write("variants", run_id, [variant_record(v, run_id) for v in result.variants])
+    lake.write("answers", run_id, [answer_record(a, run_id) for a in result.answers])
+    summary = RunSummary(run_id=run_id, corpus="test", started_at=datetime.now(timezone.utc), status="published")
+    summary.model_calls = len(result.variants) + len(result.answers)
+    lake.write("runs", run_id, [summary.record()])
+    warehouse = Warehouse(config.warehouse_path)
+    warehouse.publish(warehouse.build(lake))
+    return warehouse, config
+
+
+def test_report_quotes_the_headline_numbers(published):
+    warehouse, config = published
+    path = write_report(warehouse, config, config.report_path)
+    page = path.read_text()
+    for plot in PLOTS:
+        assert f'id="{plot}"' in page
+    # Self-contained: nothing is fetched (XML namespace URIs in the SVGs are names, not requests).
+    assert not re.search(r"""(src|href)\s*=\s*["'](https?:)?//""", page)
+    assert "<link" not in page and "@import" not in page
+    import json
+
+    numbers = json.loads(path.with_suffix(".json").read_text())
+    head = numbers["headline"]
+    assert head["token_reduction_at_equal_accuracy"]["ratio"] > 1
+    assert head["accuracy_gain_from_sleep"]["gain_over_none"] > 0
+    assert 0 <= numbers["heldout"]["policy_accuracy"] <= 1
+    assert numbers["heldout"]["n_test_queries"] > 0
+
+
+def test_report_renders_with_drawn_plots_in_headless_chromium(published, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "chromium is required (make test installs Debian's chromium package)"
+    warehouse, config = published
+    path = write_report(warehouse, config, tmp_path / "report.html")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,5200"]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    check = re.search(r'<pre id="render-check">(.*?)</pre>', dom, re.S)
+    assert check, "the page's render check did not run"
+    drawn = {}
+    for line in check.group(1).strip().splitlines():
+        plot, size, count = line.split()
+        width, height = (int(v) for v in size.split("x"))
+        drawn[plot] = (width, height, int(count.removeprefix("drawn=")))
+    assert sorted(drawn) == sorted(PLOTS)
+    for plot, (width, height, count) in drawn.items():
+        assert width > 300 and height > 200 and count > 40, (plot, width, height, count)
+
+    shot = tmp_path / "report.png"
+    subprocess.run([chromium, *flags, f"--screenshot={shot}", path.as_uri()], capture_output=True, timeout=120)
+    from PIL import Image
+
+    image = Image.open(shot).convert("L")
+    pixels = list(image.getdata())
+    ink = sum(1 for p in pixels if p < 200) / len(pixels)
+    assert ink > 0.03, f"only {ink:.1%} of the page is drawn"
