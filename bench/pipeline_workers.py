@@ -55,7 +55,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 MIB = 1024 * 1024
 
 # Process kinds, in report order.
-KINDS = ("driver", "prefect server", "ray system", "ray actors", "other")
+KINDS = ("driver", "prefect server", "ray system", "ray workers", "other")
 
 LOCAL_SNIPPET = r"""
 import json, sys, time
@@ -124,9 +124,12 @@ def _kind(pid: int, root: int, cmd: str) -> str:
         return "driver"
     if "prefect.server" in cmd or "prefect server" in cmd:
         return "prefect server"
-    if cmd.startswith("ray::ModelWorker"):
-        return "ray actors"
-    if cmd.startswith("ray::") or "/ray/" in cmd or "ray/_private" in cmd:
+    # Worker processes: prestarted idle ones, and the ones that became ModelWorker actors (a worker
+    # renames itself only after it has imported the actor's modules, so both count here).
+    if (cmd.startswith("ray::") and not cmd.startswith(("ray::DashboardAgent", "ray::RuntimeEnvAgent"))) \
+            or "workers/default_worker.py" in cmd:
+        return "ray workers"
+    if "/ray/" in cmd or "ray/_private" in cmd:
         return "ray system"
     return "other"
 
@@ -137,6 +140,8 @@ class Proc:
     kind: str
     cmd: str
     cpu: float = 0.0  # seconds, last seen
+    cpu0: float = 0.0  # seconds already used when first seen (a joined cluster's process)
+    was_actor: bool = False
     first_t: float = 0.0
     last_t: float = 0.0
 
@@ -172,7 +177,7 @@ class Trace:
         return best or (self.samples[0] if self.samples else None)
 
     def actor_cpu(self) -> list[float]:
-        return sorted((p.cpu for p in self.procs.values() if p.kind == "ray actors"), reverse=True)
+        return sorted((p.cpu - p.cpu0 for p in self.procs.values() if p.was_actor), reverse=True)
 
 
 class TreeSampler(threading.Thread):
@@ -244,7 +249,8 @@ class TreeSampler(threading.Thread):
             if proc is None:
                 proc = self.procs[key] = Proc(pid, "other", cmd, first_t=now)
                 if not self._new_since_start(start):  # a joined cluster's process: count only from now on
-                    proc.cpu = cpu / CLK_TCK
+                    proc.cpu = proc.cpu0 = cpu / CLK_TCK
+            proc.was_actor = proc.was_actor or cmd.startswith("ray::ModelWorker")
             proc.kind, proc.cmd = _kind(pid, self.root, cmd) if cmd else proc.kind, cmd or proc.cmd
             self.cum[proc.kind] += cpu / CLK_TCK - proc.cpu
             proc.cpu, proc.last_t = cpu / CLK_TCK, now
@@ -616,8 +622,9 @@ def render(args: argparse.Namespace, results: list[Measurement], header: list[st
         out.append("")
         out += ["CPU used per kind of process during each stage (mean cores busy; the machine has "
                 f"{os.cpu_count()}). `driver` is the `sleeptime run` process (Prefect flow and task threads, "
-                "ray.get, Parquet staging, publish); `ray system` is gcs_server, raylet, idle workers and agents; "
-                "`ray actors` are the ModelWorker processes, where the model calls run.", ""]
+                "ray.get, Parquet staging, publish); `ray system` is gcs_server, raylet, the dashboard head and agents, "
+                "log monitor; `ray workers` are Ray's worker processes: the ModelWorker actors, where the model calls "
+                "run (and where each actor imports sleeptime and litellm), and idle prestarted workers.", ""]
         for m, points in zip(flows, per_run):
             out += [f"**{m.label}{f' #{m.repeat}' if args.repeats > 1 else ''}**", "",
                     "| stage | s | " + " | ".join(KINDS) + " | outside this run |", "|---|---:|" + "---:|" * (len(KINDS) + 1)]
@@ -698,15 +705,15 @@ def analysis(results: list[Measurement]) -> list[str]:
             busiest, total = max(per_actor.values()), sum(per_actor.values())
             if busiest * hi > total * 1.05:
                 parts.append(
-                    f"Part of the shortfall is static load balance: {len(calls)} test shards on {hi} actors, assigned "
-                    f"round-robin by shard index, give the busiest actor {busiest} of {total} test calls, so even with "
-                    f"free cores the test stage cannot beat {total / busiest:.2f}x the one-worker time."
+                    f"Load balance is static: {len(calls)} test shards on {hi} actors, assigned round-robin by shard "
+                    f"index (`RayPool.actor(index)`), give the busiest actor {busiest} of {total} test calls, so even "
+                    f"with free cores the test stage cannot beat {total / busiest:.2f}x the one-worker time."
                 )
         window = next(((x, y) for n, x, y in stages(b) or [] if n.startswith("test time")), None)
         c = cpu_between(b, *window) if window else {}
         if c:
             parts.append(
-                f"During the {hi}-worker test stage the actors used {c['ray actors']:.2f} cores, the driver "
+                f"During the {hi}-worker test stage the Ray workers (the actors) used {c['ray workers']:.2f} cores, the driver "
                 f"{c['driver']:.2f}, the Prefect server {c['prefect server']:.2f}, Ray's own processes "
                 f"{c['ray system']:.2f}, and processes outside the run {c['outside this run']:.2f}, "
                 f"of {os.cpu_count()} cores."
@@ -725,11 +732,12 @@ def analysis(results: list[Measurement]) -> list[str]:
 STATIC_NOTES = """## What limits scaling here
 
 The reference reasoner is CPU-bound pure Python: a model call is a few milliseconds of parsing and
-arithmetic under the GIL, with no I/O to overlap. One actor therefore keeps one core busy, and on a
-2-core machine two workers can at most double the model-call throughput, and only if nothing else
-needs CPU. Something else always does: the driver (Prefect task threads, `ray.get`, building and
-staging Parquet rows), the ephemeral Prefect server answering task-state updates, and Ray's raylet
-and gcs. With 2 actors on 2 cores they all compete, so the second worker buys much less than 2x.
+arithmetic under the GIL, with no I/O to overlap. One actor therefore keeps at most one core busy,
+and on a 2-core machine two workers can at most double the model-call throughput, and only if
+nothing else needs CPU meanwhile. Whatever else runs competes with the actors for the same two
+cores: the driver (Prefect task threads, `ray.get`, building and staging Parquet rows), the
+ephemeral Prefect server, Ray's raylet and gcs (the per-stage CPU tables above show how much each
+took), and, on a shared machine, other people's work (the `outside this run` column).
 With a hosted model the picture inverts: calls wait on the network, an actor's asyncio loop
 overlaps `concurrency` of them, and workers scale until the provider's rate limit.
 
@@ -743,21 +751,27 @@ throughput in the table.
 
 ## Running it against an existing Ray cluster
 
-Joining a running cluster removes Ray's start-up and shutdown from every run (actors are still
-created per run, and still import litellm):
+Joining a running cluster takes Ray's start-up and shutdown out of every run (actors are still
+created per run, and each still imports sleeptime and litellm):
 
 ```bash
 RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 \\
-  .venv/bin/ray start --head --num-cpus 2 --include-dashboard=false
-.venv/bin/python bench/pipeline_workers.py --ray-address auto      # passes `ray_address: auto` in the config
+  .venv/bin/ray start --head --port 6379 --num-cpus 2 --include-dashboard=false
+.venv/bin/python bench/pipeline_workers.py --ray-address auto   # or --ray-address 127.0.0.1:6379
 .venv/bin/ray stop
 ```
 
-The same setting in a run's YAML is `ray_address: auto` (or `ray://host:10001` for a remote head),
-or `sleeptime run --ray-address auto`. The cluster's processes are not children of the run, so the
-benchmark adds the `ray::ModelWorker` processes that appear during the run to its memory and CPU
-figures, but not the cluster's raylet and gcs. Use the same `.venv` for `ray start` as for the run:
-the actors import `sleeptime` and `tasks` from it.
+`--ray-address` writes `ray_address: ...` into each run's YAML; outside the benchmark the same is
+`ray_address: auto` in the config or `sleeptime run --ray-address auto` (`ray://head:10001` for a
+remote head through Ray Client). `auto` means `RAY_ADDRESS`, else the address the last `ray start`
+wrote to `/tmp/ray/ray_current_cluster`; on a machine where other Ray instances come and go, name
+the address explicitly. Start the cluster from the same `.venv`: the actors import `sleeptime` and
+`tasks` from it. The cluster's processes are not children of the run, so the benchmark finds them
+by their GCS port (raylet, gcs_server, dashboard, their workers) and counts them from the moment the
+run starts. Caution on a shared machine: `ray stop` kills every Ray process on the machine by name,
+including the local clusters other users' runs and tests started with `ray.init`; stop your own head
+by its process ids instead (here `ray start --block` did not exit on SIGTERM or SIGINT; its
+gcs_server had to be killed by pid).
 
 ## How it is measured
 

@@ -78,7 +78,7 @@ class Pipeline:
         from sleeptime.storage import Lake
 
         lake = Lake(self.out / "lake")
-        return {t: lake.read(t).num_rows for t in ("contexts", "queries", "variants", "answers", "runs")}
+        return {t: lake.read(t).num_rows for t in ("contexts", "queries", "variants", "answers", "policies", "runs")}
 
 
 def dump(obj) -> str:

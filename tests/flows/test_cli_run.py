@@ -42,3 +42,15 @@ def test_a_refused_run_exits_non_zero(pipeline):
     result = CliRunner().invoke(app, ["run", "--config", str(pipeline.config)])
     assert result.exit_code == 1
     assert "quality gate refused" in _plain(result.output)
+
+
+def test_policy_explain_names_the_choice_for_a_context(pipeline):
+    assert CliRunner().invoke(app, ["run", "--config", str(pipeline.config)]).exit_code == 0
+    context_id = pipeline.rows()[0].context.id
+    result = CliRunner().invoke(app, ["policy", "explain", context_id, "--config", str(pipeline.config)])
+    out = _plain(result.output)
+    assert result.exit_code == 0, out
+    assert out.startswith("policy ") and context_id in out
+    assert "kind" in out or "corpus" in out
+    unknown = CliRunner().invoke(app, ["policy", "explain", "no-such-context", "--config", str(pipeline.config)])
+    assert unknown.exit_code == 2 and "unknown context" in _plain(unknown.output)

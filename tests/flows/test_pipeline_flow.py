@@ -17,7 +17,11 @@ def test_first_run_publishes_and_an_unchanged_rerun_is_free(pipeline):
     assert pipeline.count("SELECT count(*) FROM variants") == 8
     assert pipeline.count("SELECT count(*) FROM answers") == first.answers_written
     assert pipeline.count("SELECT count(DISTINCT test_budget) FROM v_accuracy_by_budget") == 2
+    assert pipeline.count("SELECT count(DISTINCT policy_version) FROM policies") == 1
+    assert pipeline.count("SELECT count(*) FROM v_policy_current WHERE scope = 'corpus'") == 3 * 2
+    assert (pipeline.out / "report" / "report.html").exists()
     before = pipeline.lake_counts()
+    assert before["policies"] > 0
 
     second = pipeline.run()
     assert second.model_calls == 0 and second.variants_written == 0 and second.answers_written == 0
