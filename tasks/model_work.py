@@ -30,40 +30,38 @@ class ShardOutcome:
     retries: int = 0
 
 
-def _stage_shard(lake: Lake, table: str, keys: list[str], records: list[dict], failures: list[Failure], run_id: str) -> None:
-    name = f"{table}-" + content_hash(sorted(keys))[:16]
+def _run_shard(stage: str, index: int, jobs: list, config: RunConfig, run_id: str, pool: RayPool) -> ShardOutcome:
+    """Send one shard to a Ray actor, stage its rows (and failures) at once, and account for it."""
+    model, table, to_record = (
+        (config.sleep_model, "variants", variant_record) if stage == "sleep" else (config.test_model, "answers", answer_record)
+    )
+    actor = pool.actor(index)
+    result, stats = ray.get((actor.sleep if stage == "sleep" else actor.test).remote(model, jobs))
+    records = [to_record(row, run_id) for row in result.rows]
+    lake = Lake(config.lake_dir)
+    name = f"{table}-" + content_hash(sorted(j.key(model) for j in jobs))[:16]
     if records:
         lake.stage(table, name, records)
-    if failures:
-        lake.stage("failures", f"failures-{name}", [{**f.model_dump(), "run_id": run_id} for f in failures])
-
-
-def _outcome(result, stats: dict[str, int], rows: int) -> ShardOutcome:
-    cost = sum(r.cost_usd for r in result.rows)
+    if result.failures:
+        lake.stage("failures", f"failures-{name}", [{**f.model_dump(), "run_id": run_id} for f in result.failures])
+    get_run_logger().info(
+        "%s shard %d: %d %s, %d failures, %d calls", stage, index, len(records), table, len(result.failures), stats.get("calls", 0)
+    )
     usage = Usage(prompt_tokens=stats.get("prompt_tokens", 0), completion_tokens=stats.get("completion_tokens", 0))
-    return ShardOutcome(rows, result.failures, stats.get("calls", 0), usage, cost, stats.get("retries", 0))
+    cost = sum(r.cost_usd for r in result.rows)
+    return ShardOutcome(len(records), result.failures, stats.get("calls", 0), usage, cost, stats.get("retries", 0))
 
 
 @task(name="sleep-shard", cache_policy=NO_CACHE)
 def sleep_shard(index: int, jobs: list[SleepJob], config: RunConfig, run_id: str, pool: RayPool) -> ShardOutcome:
     """S(c) -> c' for one shard of (context, budget, sample) jobs."""
-    logger = get_run_logger()
-    result, stats = ray.get(pool.actor(index).sleep.remote(config.sleep_model, jobs))
-    records = [variant_record(v, run_id) for v in result.rows]
-    _stage_shard(Lake(config.lake_dir), "variants", [j.key(config.sleep_model) for j in jobs], records, result.failures, run_id)
-    logger.info("shard %d: %d variants, %d failures, %d calls", index, len(records), len(result.failures), stats.get("calls", 0))
-    return _outcome(result, stats, len(records))
+    return _run_shard("sleep", index, jobs, config, run_id, pool)
 
 
 @task(name="test-shard", cache_policy=NO_CACHE)
 def test_shard(index: int, jobs: list[TestJob], config: RunConfig, run_id: str, pool: RayPool) -> ShardOutcome:
     """T(q, c) and T(q, c') for one shard of test jobs."""
-    logger = get_run_logger()
-    result, stats = ray.get(pool.actor(index).test.remote(config.test_model, jobs))
-    records = [answer_record(a, run_id) for a in result.rows]
-    _stage_shard(Lake(config.lake_dir), "answers", [j.key(config.test_model) for j in jobs], records, result.failures, run_id)
-    logger.info("shard %d: %d answers, %d failures, %d calls", index, len(records), len(result.failures), stats.get("calls", 0))
-    return _outcome(result, stats, len(records))
+    return _run_shard("test", index, jobs, config, run_id, pool)
 
 
 test_shard.__test__ = False  # type: ignore[attr-defined]
