@@ -23,6 +23,13 @@ corpus_app = typer.Typer(help="Generate, check and inspect corpora.", no_args_is
 app.add_typer(corpus_app, name="corpus")
 policy_app = typer.Typer(help="Inspect the fitted selection policy.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
+
+# The query service: `sleeptime serve` and `sleeptime keys create|revoke|list` (their heavy imports
+# happen inside the commands, so mounting them costs nothing).
+from sleeptime.service.cli import keys_app, serve  # noqa: E402
+
+app.command()(serve)
+app.add_typer(keys_app, name="keys")
 console = Console()
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML configuration file (see sleeptime.yaml).")]

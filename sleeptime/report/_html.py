@@ -24,6 +24,7 @@ from sleeptime.analysis.headline import headline_numbers  # noqa: E402
 from sleeptime.config import RunConfig  # noqa: E402
 from sleeptime.policy import HeldOutReport, held_out_check  # noqa: E402
 from sleeptime.policy.store import settings_from  # noqa: E402
+from sleeptime.service.report_section import query_log_numbers, query_log_section  # noqa: E402
 from sleeptime.storage.warehouse import Warehouse  # noqa: E402
 
 COLORS = ["#7f7f7f", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
@@ -210,6 +211,7 @@ def build_report(con: duckdb.DuckDBPyConnection, config: RunConfig, frames: Anal
     settings = settings_from(config.policy, tuple(b.name for b in config.test_budgets))
     heldout = held_out_check(frames.answers, frames.sleep, settings, config.policy.holdout_fraction)
     runs = con.execute("SELECT * FROM v_run_history").df()
+    service_html = query_log_section(con, t=weight)
 
     cost = head["amortized_cost_reduction"]
     highlight = []
@@ -236,6 +238,7 @@ def build_report(con: duckdb.DuckDBPyConnection, config: RunConfig, frames: Anal
             "best_fixed": best,
             "choices": {f"{k}": int(v) for k, v in heldout.choices.items()},
         },
+        "service": query_log_numbers(con, t=weight),
     }
     cards = "".join([
         _card(f"{_fmt(token.get('ratio'))}x", f"fewer test-time tokens at equal accuracy ({_fmt(token.get('accuracy_level'), '{:.1%}')}: "
@@ -293,6 +296,7 @@ sleep budgets {', '.join(head['data']['sleep_budgets'])}; test budgets {', '.joi
 <h2>Selection policy: held-out scorecard</h2>
 <p>Policy choices on held-out queries: {html.escape(', '.join(f'{k}: {v}' for k, v in numbers['heldout']['choices'].items()))};
 fallback rate {heldout.fallback_rate:.1%}.</p>{_table(scorecard)}
+{service_html}
 <h2>Run history</h2>{_table(runs[[c for c in run_cols if c in runs.columns]], floats=1)}
 <h2>Numbers (JSON)</h2><details><summary>every figure above, as computed</summary><pre>{html.escape(json.dumps(numbers, indent=1, default=str))}</pre></details>
 {RENDER_CHECK}

@@ -114,6 +114,43 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("run_id", pa.string()),
         ]
     ),
+    # The query service's log (sleeptime/service/querylog.py): one row per query it handled; no
+    # question text (its sha256 and length) and no key material (the key's id only).
+    "query_log": pa.schema(
+        [
+            ("request_id", pa.string()),
+            ("received_at", pa.timestamp("us", tz="UTC")),
+            ("tenant", pa.string()),
+            ("key_id", pa.string()),
+            ("context_id", pa.string()),
+            ("context_hash", pa.string()),
+            ("kind", pa.string()),
+            ("question_sha256", pa.string()),
+            ("question_chars", pa.int32()),
+            ("variant_id", pa.string()),
+            ("sleep_budget", pa.string()),
+            ("test_budget", pa.string()),
+            ("test_model", pa.string()),
+            ("scope", pa.string()),  # context | kind | corpus
+            ("scope_value", pa.string()),
+            ("fallback", pa.bool_()),
+            ("target_accuracy", pa.float64()),
+            ("predicted_accuracy", pa.float64()),
+            ("predicted_cost_weighted", pa.float64()),
+            ("prompt_tokens", pa.int64()),
+            ("completion_tokens", pa.int64()),
+            ("cost_usd", pa.float64()),
+            ("latency_ms", pa.float64()),
+            ("model_latency_ms", pa.float64()),
+            ("selection_us", pa.float64()),
+            ("status", pa.string()),  # answered | failed
+            ("attempts", pa.int32()),
+            ("error", pa.string()),
+            ("policy_version", pa.string()),
+            ("snapshot", pa.string()),
+            ("run_id", pa.string()),  # service-<YYYYMMDD>
+        ]
+    ),
     "runs": pa.schema(
         [
             ("run_id", pa.string()),

@@ -36,6 +36,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "quarantine": ("source", "location", "reason"),
     "failures": ("stage", "key", "run_id"),
     "policies": ("policy_version", "scope", "scope_value", "sleep_budget", "test_budget"),
+    "query_log": ("request_id",),
 }
 
 

@@ -1,0 +1,164 @@
+"""The report's section on real traffic: what the query service answered, with which options,
+and how the one-time sleep-time cost amortizes over the queries actually served.
+
+``query_log_section(con)`` returns an HTML fragment (a ``<section id="service-traffic">``) for
+``sleeptime/report/_html.py``; ``query_log_numbers(con)`` the numbers it quotes, for report.json.
+Both read the ``query_log`` table and ``variants_current``; without a ``query_log`` table or
+without rows they say so.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    found = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_schema = 'main'", [name]
+    ).fetchone()
+    return bool(found and found[0])
+
+
+def query_log_numbers(con: duckdb.DuckDBPyConnection, t: float = 10.0) -> dict[str, Any]:
+    """Traffic totals, choices per option and amortization on served traffic; {} without rows."""
+    if not _has_table(con, "query_log"):
+        return {}
+    total = con.execute(
+        """SELECT count(*) AS queries,
+                  count(*) FILTER (WHERE status = 'answered') AS answered,
+                  count(*) FILTER (WHERE status = 'failed') AS failed,
+                  count(DISTINCT tenant) AS tenants,
+                  count(DISTINCT context_id) AS contexts,
+                  strftime(min(received_at) AT TIME ZONE 'UTC', '%Y-%m-%d %H:%M UTC') AS first,
+                  strftime(max(received_at) AT TIME ZONE 'UTC', '%Y-%m-%d %H:%M UTC') AS last,
+                  avg(CASE WHEN fallback THEN 1.0 ELSE 0.0 END) FILTER (WHERE status = 'answered') AS fallback_rate,
+                  avg(CASE WHEN attempts > 1 THEN 1.0 ELSE 0.0 END) AS retried_rate,
+                  quantile_cont(latency_ms, 0.5) AS p50_latency_ms,
+                  quantile_cont(latency_ms, 0.99) AS p99_latency_ms,
+                  quantile_cont(selection_us, 0.5) AS p50_selection_us,
+                  sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+                  sum(cost_usd) AS cost_usd,
+                  count(DISTINCT question_sha256) AS distinct_questions
+           FROM query_log"""
+    ).df()
+    if total.empty or int(total["queries"].iloc[0]) == 0:
+        return {}
+    totals = {k: (None if pd.isna(v) else (v.item() if hasattr(v, "item") else v)) for k, v in total.iloc[0].items()}
+    choices = con.execute(
+        """SELECT sleep_budget, test_budget, count(*) AS queries,
+                  count(*) * 1.0 / sum(count(*)) OVER () AS share,
+                  avg(predicted_accuracy) AS mean_predicted_accuracy,
+                  avg(completion_tokens) AS mean_test_tokens,
+                  avg(latency_ms) AS mean_latency_ms
+           FROM query_log WHERE status = 'answered' GROUP BY ALL ORDER BY queries DESC, sleep_budget, test_budget"""
+    ).df()
+    # Sleep time is paid once per (context, budget) of the current text; the traffic served from a
+    # budget's variants amortizes it. Raw-context answers carry no sleep cost.
+    amortization = con.execute(
+        f"""WITH served AS (
+                SELECT context_id, sleep_budget, count(*) AS queries, sum(completion_tokens) AS test_tokens,
+                       sum(cost_usd) AS test_cost_usd
+                FROM query_log WHERE status = 'answered' GROUP BY ALL),
+            sleep AS (
+                SELECT context_id, sleep_budget, sum(completion_tokens) AS sleep_tokens, sum(cost_usd) AS sleep_cost_usd
+                FROM variants_current GROUP BY ALL)
+            SELECT s.sleep_budget,
+                   count(*) AS contexts,
+                   CAST(sum(s.queries) AS BIGINT) AS queries,
+                   sum(s.queries) * 1.0 / count(*) AS queries_per_context,
+                   sum(coalesce(v.sleep_tokens, 0)) * 1.0 / count(*) AS sleep_tokens_per_context,
+                   sum(coalesce(v.sleep_tokens, 0)) * 1.0 / sum(s.queries) AS sleep_tokens_per_query,
+                   sum(s.test_tokens) * 1.0 / sum(s.queries) AS test_tokens_per_query,
+                   (sum(coalesce(v.sleep_tokens, 0)) + {float(t)} * sum(s.test_tokens)) / sum(s.queries) AS weighted_tokens_per_query,
+                   (sum(coalesce(v.sleep_cost_usd, 0)) + sum(s.test_cost_usd)) / sum(s.queries) AS usd_per_query
+            FROM served s LEFT JOIN sleep v ON v.context_id = s.context_id AND v.sleep_budget = s.sleep_budget
+            GROUP BY s.sleep_budget ORDER BY sleep_tokens_per_context"""
+    ).df()
+    # All sleep-time work on the contexts that got traffic (every budget is prepared), per served query.
+    overall = con.execute(
+        f"""WITH served AS (SELECT context_id, count(*) AS queries, sum(completion_tokens) AS test_tokens
+                            FROM query_log WHERE status = 'answered' GROUP BY ALL),
+                 sleep AS (SELECT context_id, sum(completion_tokens) AS sleep_tokens FROM variants_current GROUP BY ALL)
+            SELECT CAST(sum(s.queries) AS BIGINT) AS queries, sum(coalesce(v.sleep_tokens, 0)) AS sleep_tokens,
+                   sum(coalesce(v.sleep_tokens, 0)) * 1.0 / sum(s.queries) AS sleep_tokens_per_query,
+                   (sum(coalesce(v.sleep_tokens, 0)) + {float(t)} * sum(s.test_tokens)) / sum(s.queries) AS weighted_tokens_per_query
+            FROM served s LEFT JOIN sleep v ON v.context_id = s.context_id"""
+    ).df()
+    return {
+        "totals": totals,
+        "choices": choices.to_dict("records"),
+        "amortization": amortization.to_dict("records"),
+        "all_sleep_work": {k: (None if pd.isna(v) else float(v)) for k, v in overall.iloc[0].items()},
+        "test_token_weight": t,
+    }
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str], floats: int = 2) -> str:
+    if not rows:
+        return "<p><em>no rows</em></p>"
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for row in rows:
+        cells = []
+        for c in columns:
+            v = row.get(c)
+            if v is None or (isinstance(v, float) and v != v):
+                cells.append("<td>n/a</td>")
+            elif isinstance(v, float):
+                cells.append(f"<td>{v:.{floats}f}</td>")
+            else:
+                cells.append(f"<td>{html.escape(str(v))}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _f(value: Any, pattern: str) -> str:
+    return "n/a" if value is None else pattern.format(value)
+
+
+def query_log_section(con: duckdb.DuckDBPyConnection, t: float = 10.0) -> str:
+    """HTML for the report: the query service's traffic and its amortization."""
+    numbers = query_log_numbers(con, t)
+    head = '<section id="service-traffic"><h2>Query service: real traffic</h2>'
+    if not numbers:
+        return head + (
+            "<p>No query-service traffic in this snapshot yet (<code>sleeptime serve</code> appends every answered "
+            "query to <code>lake/query_log/</code>; the next publish loads it).</p></section>"
+        )
+    n = numbers["totals"]
+    every = numbers["all_sleep_work"]
+    summary = (
+        f"<p>{int(n['queries'])} queries ({int(n['answered'])} answered, {int(n['failed'])} failed) from "
+        f"{int(n['tenants'])} tenant(s) on {int(n['contexts'])} context(s), {html.escape(str(n['first']))} to "
+        f"{html.escape(str(n['last']))}; {int(n['distinct_questions'])} distinct questions. "
+        f"Fallback rate {_f(n['fallback_rate'], '{:.1%}')}, answered after a model error "
+        f"{_f(n['retried_rate'], '{:.1%}')}. Latency p50 {_f(n['p50_latency_ms'], '{:.1f}')} ms, p99 "
+        f"{_f(n['p99_latency_ms'], '{:.1f}')} ms; selection p50 {_f(n['p50_selection_us'], '{:.0f}')} &micro;s. "
+        f"{int(n['prompt_tokens'] or 0)} prompt and {int(n['completion_tokens'] or 0)} completion tokens, "
+        f"${float(n['cost_usd'] or 0):.4f}.</p>"
+        f"<p>All sleep-time work on the served contexts ({_f(every['sleep_tokens'], '{:.0f}')} tokens, every budget) "
+        f"over the {_f(every['queries'], '{:.0f}')} queries served: {_f(every['sleep_tokens_per_query'], '{:.1f}')} sleep "
+        f"tokens per query; with test tokens weighted t = {t:g}: {_f(every['weighted_tokens_per_query'], '{:.1f}')} "
+        "weighted tokens per query. It falls as traffic per context grows.</p>"
+    )
+    choices = _table(
+        numbers["choices"],
+        ["sleep_budget", "test_budget", "queries", "share", "mean_predicted_accuracy", "mean_test_tokens", "mean_latency_ms"],
+    )
+    amortization = _table(
+        numbers["amortization"],
+        ["sleep_budget", "contexts", "queries", "queries_per_context", "sleep_tokens_per_context", "sleep_tokens_per_query",
+         "test_tokens_per_query", "weighted_tokens_per_query", "usd_per_query"],
+    )
+    return (
+        head + summary
+        + "<h3>Options the policy picked</h3>" + choices
+        + "<h3>Amortization per sleep budget on served traffic</h3>"
+        + "<p>Sleep tokens of the variants that served queries (paid once per context and budget) divided by the "
+        "queries they served, plus the test tokens those queries used.</p>"
+        + amortization + "</section>"
+    )

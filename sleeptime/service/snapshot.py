@@ -1,0 +1,313 @@
+"""What the query service keeps in memory: one published warehouse snapshot, ready for selection.
+
+``load_serving_snapshot`` reads one snapshot file through one read-only DuckDB connection and
+returns a ``ServingSnapshot``: the current contexts (with their tenant), the sample-0 variant of
+every (context, sleep budget), the fitted policy (refitted deterministically by
+``load_current_policy``, so it is the version the ``policies`` table holds) with its options
+ranked cheapest first per scope, and the measured mean latency per (sleep budget, test budget).
+Nothing in it is mutated after loading, so a request can hold a reference for its whole life.
+
+``SnapshotHolder`` owns the current ``ServingSnapshot``. A background task polls where the
+published symlink points (one ``readlink``-like call per ``reload_interval_s``); when it points at
+a new file, the new snapshot is loaded in a worker thread and the reference is swapped in one
+assignment. Requests in flight keep the snapshot they started with; a failed load is logged,
+counted, and the old snapshot stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from sleeptime.config import RunConfig
+from sleeptime.domain import Context, TestBudget, Usage, Variant
+from sleeptime.policy import Policy
+from sleeptime.policy._fit import CORPUS, RAW, rank_options
+from sleeptime.policy.store import load_current_policy
+from sleeptime.storage.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TENANT = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One measured (sleep budget, test budget) in one scope of the policy table."""
+
+    sleep_budget: str
+    test_budget: str
+    n: int
+    accuracy: float | None
+    wilson_lower: float | None
+    cost_weighted: float | None
+    cost_usd: float | None
+    latency_ms: float | None  # measured mean model latency of this pair, all scopes pooled
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.sleep_budget, self.test_budget)
+
+
+@dataclass(frozen=True, slots=True)
+class ContextEntry:
+    context: Context
+    tenant: str
+    variants: dict[str, Variant]  # sleep budget -> the sample-0 variant of the current text
+
+    @property
+    def id(self) -> str:
+        return self.context.id
+
+
+@dataclass
+class ServingSnapshot:
+    path: Path
+    loaded_at: datetime
+    load_seconds: float
+    contexts: dict[str, ContextEntry]
+    by_tenant: dict[str, tuple[str, ...]]
+    policy: Policy | None
+    ranked: dict[tuple[str, str], tuple[Option, ...]]  # (scope, scope value) -> options, cheapest first
+    raw_options: tuple[Option, ...]  # raw context at each configured test budget, smallest .. largest
+    test_budgets: dict[str, TestBudget]
+    target_accuracy: float
+    latency_ms: dict[tuple[str, str], float] = field(default_factory=dict)
+    # ranked, restricted to the options adequate at target_accuracy (the common request's pool)
+    adequate: dict[tuple[str, str], tuple[Option, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.adequate:
+            self.adequate = {
+                key: kept for key, options in self.ranked.items()
+                if (kept := tuple(o for o in options if o.wilson_lower is not None and o.wilson_lower >= self.target_accuracy))
+            }
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def policy_version(self) -> str | None:
+        return self.policy.version if self.policy else None
+
+    def context_for(self, tenant: str | None, context_id: str) -> ContextEntry | None:
+        """The context when it exists and ``tenant`` may see it (None: every tenant)."""
+        entry = self.contexts.get(context_id)
+        if entry is None or (tenant is not None and entry.tenant != tenant):
+            return None
+        return entry
+
+    def context_ids(self, tenant: str | None) -> tuple[str, ...]:
+        if tenant is None:
+            return tuple(sorted(self.contexts))
+        return self.by_tenant.get(tenant, ())
+
+
+def _float(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return None if value != value else value  # NaN -> None
+
+
+def tenant_of(metadata_json: str | None) -> str:
+    """The tenant a context belongs to: ``metadata["tenant"]`` in the corpus, else "default"."""
+    try:
+        metadata = json.loads(metadata_json or "{}")
+    except ValueError:
+        return DEFAULT_TENANT
+    tenant = metadata.get("tenant") if isinstance(metadata, dict) else None
+    return str(tenant) if tenant not in (None, "") else DEFAULT_TENANT
+
+
+def _contexts(con: duckdb.DuckDBPyConnection, sleep_model: str) -> dict[str, ContextEntry]:
+    rows = con.execute("SELECT context_id, text, source, metadata_json FROM contexts_current").fetchall()
+    variants: dict[str, dict[str, Variant]] = {}
+    # Sample 0 of each (context, budget); the configured sleep model's first, then the newest run.
+    for r in con.execute(
+        "SELECT context_id, context_hash, model, sleep_budget, sample_index, prompt_version, text, prompt_tokens, "
+        "completion_tokens, cost_usd, latency_s FROM variants_current WHERE sample_index = 0 "
+        "ORDER BY context_id, sleep_budget, (model = ?) DESC, run_id DESC",
+        [sleep_model],
+    ).fetchall():
+        per_context = variants.setdefault(r[0], {})
+        if r[3] in per_context:
+            continue
+        per_context[r[3]] = Variant(
+            context_id=r[0], context_hash=r[1], model=r[2], sleep_budget=r[3], sample_index=r[4], prompt_version=r[5],
+            text=r[6] or "", usage=Usage(prompt_tokens=int(r[7] or 0), completion_tokens=int(r[8] or 0)),
+            cost_usd=float(r[9] or 0.0), latency_s=float(r[10] or 0.0),
+        )
+    out = {}
+    for context_id, text, source, metadata_json in rows:
+        try:
+            metadata = json.loads(metadata_json or "{}")
+        except ValueError:
+            metadata = {}
+        context = Context(id=context_id, text=text, source=source or "", metadata=metadata if isinstance(metadata, dict) else {})
+        out[context_id] = ContextEntry(context, tenant_of(metadata_json), variants.get(context_id, {}))
+    return out
+
+
+def _latencies(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], float]:
+    rows = con.execute(
+        "SELECT sleep_budget, test_budget, avg(latency_s) * 1000 FROM answers_current WHERE sample_index = 0 GROUP BY ALL"
+    ).fetchall()
+    return {(s, t): float(ms) for s, t, ms in rows if ms is not None}
+
+
+def _rank(policy: Policy | None, latency: dict[tuple[str, str], float]) -> dict[tuple[str, str], tuple[Option, ...]]:
+    if policy is None or policy.table.empty:
+        return {}
+    # rank_options sorts by cost keys only, stably, so grouping afterwards keeps each scope's order.
+    ranked = rank_options(policy.table, policy.settings)
+    out: dict[tuple[str, str], list[Option]] = {}
+    for r in ranked.to_dict("records"):
+        out.setdefault((r["scope"], str(r["scope_value"])), []).append(
+            Option(
+                sleep_budget=str(r["sleep_budget"]), test_budget=str(r["test_budget"]), n=int(r["n"]),
+                accuracy=_float(r["accuracy"]), wilson_lower=_float(r["wilson_lower"]),
+                cost_weighted=_float(r["cost_weighted"]), cost_usd=_float(r["cost_usd"]),
+                latency_ms=latency.get((str(r["sleep_budget"]), str(r["test_budget"]))),
+            )
+        )
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _raw_options(config: RunConfig, ranked: dict[tuple[str, str], tuple[Option, ...]], latency: dict[tuple[str, str], float]) -> tuple[Option, ...]:
+    measured = {o.test_budget: o for o in ranked.get(("corpus", CORPUS), ()) if o.sleep_budget == RAW}
+    out = []
+    for budget in config.test_budgets:  # configured order: cheapest .. largest
+        out.append(measured.get(budget.name) or Option(
+            sleep_budget=RAW, test_budget=budget.name, n=0, accuracy=None, wilson_lower=None,
+            cost_weighted=None, cost_usd=None, latency_ms=latency.get((RAW, budget.name)),
+        ))
+    return tuple(out)
+
+
+def load_serving_snapshot(path: Path | str, config: RunConfig) -> ServingSnapshot:
+    """Everything selection needs from one snapshot file, through one read-only connection."""
+    started = time.perf_counter()
+    path = Path(path)
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        contexts = _contexts(con, config.sleep_model)
+        latency = _latencies(con)
+        policy = load_current_policy(con, config.policy, tuple(b.name for b in config.test_budgets))
+    finally:
+        con.close()
+    ranked = _rank(policy, latency)
+    by_tenant: dict[str, list[str]] = {}
+    for context_id, entry in contexts.items():
+        by_tenant.setdefault(entry.tenant, []).append(context_id)
+    return ServingSnapshot(
+        path=path,
+        loaded_at=datetime.now(timezone.utc),
+        load_seconds=time.perf_counter() - started,
+        contexts=contexts,
+        by_tenant={t: tuple(sorted(ids)) for t, ids in by_tenant.items()},
+        policy=policy,
+        ranked=ranked,
+        raw_options=_raw_options(config, ranked, latency),
+        test_budgets={b.name: b for b in config.test_budgets},
+        target_accuracy=config.policy.target_accuracy,
+        latency_ms=latency,
+    )
+
+
+class SnapshotHolder:
+    """The current snapshot, swapped atomically when a new one is published."""
+
+    RETRY_FAILED_S = 30.0  # a snapshot file that failed to load is retried after this long
+
+    def __init__(
+        self,
+        warehouse_path: Path | str,
+        config: RunConfig,
+        reload_interval_s: float = 2.0,
+        on_reload: Callable[[str], None] | None = None,
+    ):
+        self.warehouse = Warehouse(warehouse_path)
+        self.config = config
+        self.reload_interval_s = reload_interval_s
+        self.current: ServingSnapshot | None = None
+        self.last_error: str | None = None
+        self.reloads = 0
+        self._failed_target: tuple[Path, float] | None = None  # (file, when) of the last failed load
+        self._on_reload = on_reload or (lambda result: None)
+        self._task: asyncio.Task | None = None
+
+    def target(self) -> Path:
+        return self.warehouse.current_snapshot()
+
+    def load(self, target: Path) -> ServingSnapshot:
+        snapshot = load_serving_snapshot(target, self.config)
+        self.current = snapshot  # one reference assignment: readers see the old or the new one
+        self.reloads += 1
+        self.last_error = None
+        self._failed_target = None
+        log.info(
+            "serving snapshot %s: %d contexts, policy %s, loaded in %.2fs",
+            snapshot.name, len(snapshot.contexts), snapshot.policy_version, snapshot.load_seconds,
+        )
+        self._on_reload("ok")
+        return snapshot
+
+    async def check(self) -> bool:
+        """Load the published snapshot if it is not the one being served; True when swapped."""
+        try:
+            target = self.target()
+        except (FileNotFoundError, OSError) as exc:
+            self._note_error(None, str(exc))
+            return False
+        if self.current is not None and self.current.path == target:
+            return False
+        if (
+            self._failed_target is not None
+            and self._failed_target[0] == target
+            and time.monotonic() - self._failed_target[1] < self.RETRY_FAILED_S
+        ):
+            return False  # this file failed to load just now; retry it later or take the next publish
+        try:
+            await asyncio.to_thread(self.load, target)
+        except Exception as exc:  # keep serving the old snapshot
+            self._note_error(target, f"{type(exc).__name__}: {exc}")
+            self._on_reload("error")
+            return False
+        return True
+
+    def _note_error(self, target: Path | None, message: str) -> None:
+        if message != self.last_error:
+            log.warning("snapshot not loaded (%s); %s", message,
+                        "still serving " + self.current.name if self.current else "not ready yet")
+        self.last_error = message
+        if target is not None:
+            self._failed_target = (target, time.monotonic())
+
+    async def _poll(self) -> None:
+        while True:
+            await self.check()
+            await asyncio.sleep(self.reload_interval_s)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._poll(), name="sleeptime-snapshot-poller")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None

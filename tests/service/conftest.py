@@ -1,0 +1,135 @@
+"""A small published warehouse with two tenants, built without Prefect or Ray, and helpers to run
+the query service on it in-process."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sleeptime.config import PolicyConfig, RunConfig
+from sleeptime.dataset import write_demo_corpus
+from sleeptime.domain import Context, SleepBudget, TestBudget
+from sleeptime.job import JobResult, run_local
+from sleeptime.pipeline import RunSummary
+from sleeptime.service.keys import KeyStore
+from sleeptime.storage import Lake, answer_record, context_record, query_record, variant_record
+from sleeptime.storage.warehouse import Warehouse
+
+TENANTS = {0: "acme", 1: "acme", 2: "acme", 3: "globex", 4: "globex", 5: "globex", 6: "acme"}
+EXTRA = 6  # held back from the first publish; the reload test publishes it
+
+
+@dataclass
+class Served:
+    root: Path
+    config: RunConfig
+    config_path: Path
+    result: JobResult
+    tenant_of: dict[str, str]
+    extra_id: str
+    keys: KeyStore
+    secrets: dict[str, str]  # "acme", "globex", "revoked" -> secret
+
+    @property
+    def warehouse(self) -> Warehouse:
+        return Warehouse(self.config.warehouse_path)
+
+    def ids(self, tenant: str) -> list[str]:
+        return sorted(c for c, t in self.tenant_of.items() if t == tenant and c != self.extra_id)
+
+    def headers(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.secrets[who]}"}
+
+    def rows(self, context_ids: set[str]):
+        return [r for r in self.result.loaded.rows if r.context.id in context_ids]
+
+
+def with_tenant(context: Context, tenant: str) -> Context:
+    return context.model_copy(update={"metadata": {**context.metadata, "tenant": tenant}})
+
+
+def write_rows(lake: Lake, served: Served, context_ids: set[str], run_id: str) -> None:
+    rows = served.rows(context_ids)
+    lake.write("contexts", run_id, [context_record(with_tenant(r.context, served.tenant_of[r.context.id]), run_id) for r in rows])
+    lake.write("queries", run_id, [query_record(q, r.context.content_hash, run_id) for r in rows for q in r.queries])
+    lake.write("variants", run_id, [variant_record(v, run_id) for v in served.result.variants if v.context_id in context_ids])
+    lake.write("answers", run_id, [answer_record(a, run_id) for a in served.result.answers if a.context_id in context_ids])
+    summary = RunSummary(run_id=run_id, corpus="test", started_at=datetime.now(timezone.utc), status="published")
+    lake.write("runs", run_id, [summary.record()])
+
+
+def publish(warehouse: Warehouse, lake: Lake) -> Path:
+    return warehouse.publish(warehouse.build(lake))
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory) -> Served:
+    root = tmp_path_factory.mktemp("service")
+    config = RunConfig(
+        corpus=write_demo_corpus(root / "corpus.jsonl", contexts=len(TENANTS), seed=21),
+        output_dir=root / "out",
+        sleep_budgets=[SleepBudget(name="none", max_tokens=0), SleepBudget(name="small", max_tokens=48),
+                       SleepBudget(name="large", max_tokens=512)],
+        test_budgets=[TestBudget(name="t0-direct", verbosity=0, max_tokens=16),
+                      TestBudget(name="t2-steps", verbosity=2, max_tokens=80)],
+        pass_at_k=1,
+        # Several options are adequate per scope (the failure chain has a next-cheapest one), the
+        # kinds choose differently, and one context's 10 queries (Wilson LB 0.72) are not enough.
+        policy=PolicyConfig(target_accuracy=0.75),
+    )
+    result = run_local(config)
+    assert not result.failures
+    ids = [r.context.id for r in result.loaded.rows]
+    tenant_of = {cid: TENANTS[i] for i, cid in enumerate(ids)}
+    keys = KeyStore(root / "keys" / "api_keys.json")
+    secrets = {"acme": keys.create("acme")[1], "globex": keys.create("globex")[1]}
+    revoked_id, secrets["revoked"] = keys.create("acme")
+    keys.revoke(revoked_id)
+    config_path = root / "sleeptime.yaml"
+    config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")), encoding="utf-8")
+    s = Served(root, config, config_path, result, tenant_of, ids[EXTRA], keys, secrets)
+    lake = Lake(config.lake_dir)
+    write_rows(lake, s, set(ids) - {s.extra_id}, "r20260101T000000000000")
+    publish(s.warehouse, lake)
+    return s
+
+
+def wait_ready(client, timeout: float = 20.0, snapshot: str | None = None) -> dict:
+    """Poll /readyz until ready (and, with ``snapshot``, serving a different file than it)."""
+    deadline = time.monotonic() + timeout
+    body: dict = {}
+    while time.monotonic() < deadline:
+        r = client.get("/readyz")
+        body = r.json()
+        if r.status_code == 200 and (snapshot is None or body["snapshot"] != snapshot):
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"service not ready in {timeout}s: {body}")
+
+
+def copy_output(served: Served, dest: Path) -> RunConfig:
+    """A private copy of the lake (and a fresh warehouse from it) for tests that publish."""
+    shutil.copytree(served.config.lake_dir, dest / "lake")
+    config = served.config.model_copy(update={"output_dir": dest})
+    publish(Warehouse(config.warehouse_path), Lake(config.lake_dir))
+    return config
+
+
+class Helpers:
+    """The helpers above, as a fixture (test modules do not import conftest)."""
+
+    wait_ready = staticmethod(wait_ready)
+    copy_output = staticmethod(copy_output)
+    write_rows = staticmethod(write_rows)
+    publish = staticmethod(publish)
+
+
+@pytest.fixture(scope="session")
+def helpers() -> type[Helpers]:
+    return Helpers
