@@ -735,6 +735,13 @@ def analysis(results: list[Measurement]) -> list[str]:
                     f"index (`RayPool.actor(index)`), give the busiest actor {busiest} of {total} test calls, so even "
                     f"with free cores the test stage cannot beat {total / busiest:.2f}x the one-worker time."
                 )
+        ca, cb = cpu_per_call_ms(a), cpu_per_call_ms(b)
+        if ca and cb and cb > 1.15 * ca:
+            parts.append(
+                f"The actors also burned {100 * (cb / ca - 1):.0f}% more CPU per call with {hi} workers than with {lo} "
+                f"({cb:.1f} vs {ca:.1f} ms, start-up imports included), so the second worker added work as well as "
+                "capacity."
+            )
         window = next(((x, y) for n, x, y in stages(b) or [] if n.startswith("test time")), None)
         c = cpu_between(b, *window) if window else {}
         if c:
