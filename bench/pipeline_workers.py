@@ -11,11 +11,12 @@ grid with the in-process executor (``sleeptime.job.run_local``: no Prefect, no R
 subprocess. Per run it records:
 
 * wall time of the subprocess;
-* peak RSS (and PSS) of the whole process tree, sampled from /proc every 0.2 s and summed over the
-  subprocess, its descendants (Prefect server, Ray's gcs/raylet/workers) and any process that
-  inherited this run's marker environment variable (so daemons that re-parent are still counted);
-* CPU seconds per kind of process (driver, Prefect server, Ray system processes, Ray actors),
-  and the CPU that processes outside the run used meanwhile (other work on the machine);
+* peak RSS (every 0.2 s) and PSS (every 1 s) of the whole process tree, read from /proc and summed
+  over the subprocess, its descendants (Prefect server, Ray's gcs/raylet/workers) and any process
+  that inherited this run's marker environment variable (so daemons that re-parent still count);
+  with ``--ray-address``, also the joined cluster's processes, found by its GCS port;
+* CPU seconds per kind of process (driver, Prefect server, Ray system processes, Ray workers) and
+  per actor, and the CPU that processes outside the run used meanwhile (other work on the machine);
 * the run summary's model calls and "time X s", cross-checked against the ``runs`` row of the
   published warehouse (opened read-only);
 * the stages of the run, from the arrival times of Prefect's INFO log lines (the CLI is run with
@@ -23,7 +24,12 @@ subprocess. Per run it records:
   with it the stage breakdown).
 
 The markdown report is printed and written to bench/results/pipeline_workers.md (``--out``).
-Only files under a temporary directory are created besides that report.
+Only files under a temporary directory are created besides that report (``--keep`` keeps it, with
+a results.pkl that ``--render-from`` turns into the report again without rerunning anything).
+
+On a shared machine: ``--max-wait S`` waits up to S seconds before each run for other load to go
+below 0.3 cores, ``--retry-busy N`` measures a configuration up to N more times when other processes
+used more than 0.5 cores during it, keeping the least disturbed attempt.
 """
 
 from __future__ import annotations
@@ -66,10 +72,8 @@ from sleeptime.config import RunConfig
 from sleeptime.job import run_local
 t1 = time.perf_counter()
 r = run_local(RunConfig(corpus=sys.argv[1], output_dir=sys.argv[2]))
-lat = [a.latency_s for a in r.answers]
 print("BENCH_LOCAL " + json.dumps({"import_s": t1 - t0, "seconds": r.seconds, "stats": r.model_stats,
-      "failures": len(r.failures), "variants": len(r.variants), "answers": len(r.answers),
-      "test_latency_ms": 1000 * sum(lat) / max(1, len(lat))}), flush=True)
+      "failures": len(r.failures), "variants": len(r.variants), "answers": len(r.answers)}), flush=True)
 """
 
 
@@ -397,14 +401,11 @@ def read_warehouse(path: Path, run_id: str | None) -> dict | None:
             "SELECT run_id, status, seconds, model_calls, variants_written, answers_written, failures FROM runs "
             "ORDER BY run_id"
         ).fetchall()
-        latency = con.execute("SELECT avg(latency_s) FROM answers").fetchone()[0]
     finally:
         con.close()
     keys = ("run_id", "status", "seconds", "model_calls", "variants_written", "answers_written", "failures")
     found = [dict(zip(keys, r)) for r in rows if run_id is None or r[0] == run_id]
-    if not found:
-        return None
-    return {**found[-1], "test_latency_ms": 1000 * latency if latency is not None else None}
+    return found[-1] if found else None
 
 
 def resolve_cluster_port(address: str) -> int | None:
@@ -560,7 +561,9 @@ def render(args: argparse.Namespace, results: list[Measurement], header: list[st
     command = getattr(args, "command", None) or (
         f"--contexts {args.contexts} --workers {args.workers} --repeats {args.repeats} --shard-size {args.shard_size}")
     out += ["Produced by `" + f".venv/bin/python bench/pipeline_workers.py {command}".strip()
-            + "`; the script writes this file, prose included.", ""]
+            + "`; the script writes this file, prose included"
+            + ("; this copy was rendered again (`--render-from`) from that run's kept results, after a last edit to "
+               "the prose" if getattr(args, "rendered_again", False) else "") + ".", ""]
     own = span = 0.0
     for m in results:
         if m.sampler and len(m.sampler.samples) > 1:
@@ -673,7 +676,7 @@ def render(args: argparse.Namespace, results: list[Measurement], header: list[st
                 f"{m.local['import_s']:.1f} s, load {s.get('load', 0):.2f} s, sleep time {s.get('sleep', 0):.1f} s, "
                 f"test time {s.get('test', 0):.1f} s, interpreter start and exit "
                 f"{m.wall_s - m.local['import_s'] - s.get('total', 0):.1f} s; one process, one asyncio loop, one core.", ""]
-    out += analysis(results) + ["", STATIC_NOTES]
+    out += analysis(results, args.contexts) + ["", STATIC_NOTES]
     return "\n".join(out) + "\n"
 
 
@@ -690,7 +693,7 @@ def _sleep_calls(m: Measurement) -> int:
     return sum(shard_calls(m, "sleep").values())
 
 
-def analysis(results: list[Measurement]) -> list[str]:
+def analysis(results: list[Measurement], contexts: int) -> list[str]:
     """The figures of this run, read out in words (computed, so it cannot drift from the table)."""
     out = ["## Reading the figures", ""]
     flows = {m.workers: m for m in results if m.executor == "prefect+ray" and m.rc == 0 and m.repeat == 1}
@@ -751,6 +754,28 @@ def analysis(results: list[Measurement]) -> list[str]:
                 f"{c['ray system']:.2f}, and processes outside the run {c['outside this run']:.2f}, "
                 f"of {os.cpu_count()} cores."
             )
+    if local and flows:
+        best_w, best = min(flows.items(), key=lambda kv: kv[1].wall_s)
+        if local.wall_s < best.wall_s:
+            parts.append(
+                f"On this machine and corpus the plain in-process executor ({local.wall_s:.0f} s, one core) still beats "
+                f"the best orchestrated run ({best.wall_s:.0f} s with {best_w} worker{'s' if best_w > 1 else ''}): what "
+                "Prefect, Ray, the gate and the publish cost is more than a second worker saves here. The orchestrated "
+                "job buys other things: incremental runs, staging and crash safety, the gated warehouse, a cluster when "
+                "there is one, overlap of many calls when the model waits on a network."
+            )
+            lt, bt = local.local["seconds"]["test"], stage_duration(best, "test time")
+            calls = (local.model_calls or 0) - _sleep_calls(local)
+            if bt and calls and lt > bt:
+                fixed_gap = (best.wall_s - bt) - (local.wall_s - lt)
+                per_call_gain = lt / calls - bt / calls
+                even = fixed_gap / per_call_gain
+                parts.append(
+                    f"By this table's figures (test-stage throughput {calls / lt:.0f} vs {calls / bt:.0f} calls/s, "
+                    f"{fixed_gap:.0f} s more outside the test stage) the orchestrated run would break even at about "
+                    f"{even:,.0f} test calls, some {even / calls * contexts:.0f} contexts of this grid, "
+                    "if those rates held."
+                )
     foreign = [m.foreign_cores() for m in results if m.foreign_cores() is not None]
     if foreign and max(foreign) > 0.15:
         parts.append(
@@ -774,12 +799,13 @@ took), and, on a shared machine, other people's work (the `outside this run` col
 With a hosted model the picture inverts: calls wait on the network, an actor's asyncio loop
 overlaps `concurrency` of them, and workers scale until the provider's rate limit.
 
-Fixed costs dominate small runs: importing the CLI and Prefect, starting the ephemeral Prefect
-server (which also runs its SQLite migrations the first time a PREFECT_HOME is used; the benchmark
-does that once, untimed, in a fresh PREFECT_HOME), starting Ray, each actor importing litellm
-(about 4 s, concurrently with everything else), importing great-expectations for the gate (about
-4-5 s), building the warehouse, and shutting the temporary server down. They are paid once per run,
-whatever the corpus size, so the bigger the corpus the closer the run gets to the test-stage
+Fixed costs dominate small runs: importing the CLI, Prefect, Ray and litellm in the driver, starting
+the ephemeral Prefect server (which also runs its SQLite migrations the first time a PREFECT_HOME is
+used; the benchmark does that once, untimed, in a fresh PREFECT_HOME), starting Ray, each actor
+importing sleeptime and litellm (the actors do it in parallel, one core each), importing
+great-expectations and building the warehouse for the gate, and shutting the temporary server down.
+Most of these run one after the other on one core (see the per-stage CPU tables). They are paid once
+per run, whatever the corpus size, so the bigger the corpus the closer a run gets to the test-stage
 throughput in the table.
 
 ## Running it against an existing Ray cluster
@@ -861,6 +887,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.render_from:
         saved = pickle.loads(args.render_from.read_bytes())
+        saved["args"].rendered_again = True
         report = render(saved["args"], saved["results"], saved["header"], saved["notes"], saved["total_s"])
         print(report)
         args.out.parent.mkdir(parents=True, exist_ok=True)
