@@ -22,6 +22,7 @@ from sleeptime.analysis.curves import NONE, accuracy_vs_tokens, mark_frontier, o
 from sleeptime.analysis.frames import AnalysisFrames, load_frames  # noqa: E402
 from sleeptime.analysis.headline import headline_numbers  # noqa: E402
 from sleeptime.config import RunConfig  # noqa: E402
+from sleeptime.htmltable import html_table  # noqa: E402
 from sleeptime.policy import HeldOutReport, held_out_check  # noqa: E402
 from sleeptime.policy.store import settings_from  # noqa: E402
 from sleeptime.service.report_section import query_log_numbers, query_log_section  # noqa: E402
@@ -47,18 +48,8 @@ def _figure(plot_id: str, title: str, svg: str, caption: str) -> str:
 
 def _table(frame: pd.DataFrame, floats: int = 3) -> str:
     if frame is None or frame.empty:
-        return "<p><em>no rows</em></p>"
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    rows = []
-    for record in frame.itertuples(index=False):
-        cells = []
-        for value in record:
-            if isinstance(value, float):
-                cells.append(f"<td>{value:.{floats}f}</td>")
-            else:
-                cells.append(f"<td>{html.escape(str(value))}</td>")
-        rows.append(f"<tr>{''.join(cells)}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        return html_table([], [])
+    return html_table(frame.to_dict("records"), list(frame.columns), floats)
 
 
 # --- plots -------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+from sleeptime.htmltable import html_table
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
@@ -97,25 +98,6 @@ def query_log_numbers(con: duckdb.DuckDBPyConnection, t: float = 10.0) -> dict[s
     }
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str], floats: int = 2) -> str:
-    if not rows:
-        return "<p><em>no rows</em></p>"
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = []
-    for row in rows:
-        cells = []
-        for c in columns:
-            v = row.get(c)
-            if v is None or (isinstance(v, float) and v != v):
-                cells.append("<td>n/a</td>")
-            elif isinstance(v, float):
-                cells.append(f"<td>{v:.{floats}f}</td>")
-            else:
-                cells.append(f"<td>{html.escape(str(v))}</td>")
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
 def _f(value: Any, pattern: str) -> str:
     return "n/a" if value is None else pattern.format(value)
 
@@ -145,11 +127,11 @@ def query_log_section(con: duckdb.DuckDBPyConnection, t: float = 10.0) -> str:
         f"tokens per query; with test tokens weighted t = {t:g}: {_f(every['weighted_tokens_per_query'], '{:.1f}')} "
         "weighted tokens per query. It falls as traffic per context grows.</p>"
     )
-    choices = _table(
+    choices = html_table(
         numbers["choices"],
         ["sleep_budget", "test_budget", "queries", "share", "mean_predicted_accuracy", "mean_test_tokens", "mean_latency_ms"],
     )
-    amortization = _table(
+    amortization = html_table(
         numbers["amortization"],
         ["sleep_budget", "contexts", "queries", "queries_per_context", "sleep_tokens_per_context", "sleep_tokens_per_query",
          "test_tokens_per_query", "weighted_tokens_per_query", "usd_per_query"],
