@@ -1,0 +1,1 @@
+"""Test and benchmark tools that ship with the package."""
