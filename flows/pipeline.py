@@ -15,9 +15,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from sleeptime.pipeline import RunSummary, new_run_id
 from tasks.corpus import ingest
+from tasks.local_models import LocalModels
 from tasks.model_work import advance_when_done, sleep_shard, test_shard
 from tasks.plan import plan_sleep, plan_test
-from tasks.publish import validate_and_publish
+from tasks.publish import record_failed, validate_and_publish
 from tasks.ray_pool import RayPool
 from tasks.report import write_report_task
 from tasks.summary import resolve_config, summarize
@@ -39,24 +40,32 @@ def _pipeline(config_path: str | None, overrides: dict[str, Any], do_sleep: bool
     ingested = ingest(config, run_id)
     sleep_outcomes, test_outcomes = [], []
     sleep_shards = plan_sleep(config, ingested) if do_sleep else []
-    with RayPool(config) as pool:
+    with LocalModels(config) as local, RayPool(config) as pool:
         if sleep_shards:
+            local.ensure(config.sleep_model)
             pool.ensure_started()
             futures = [sleep_shard.submit(i, s, config, run_id, pool) for i, s in enumerate(sleep_shards)]
             sleep_outcomes = advance_when_done(futures, "sleep time", [len(s) for s in sleep_shards])
         test_shards = plan_test(config, ingested) if do_test else []
         if test_shards:
+            local.ensure(config.test_model)
             pool.ensure_started()
             futures = [test_shard.submit(i, s, config, run_id, pool) for i, s in enumerate(test_shards)]
             test_outcomes = advance_when_done(futures, "test time", [len(s) for s in test_shards])
     summary = summarize(run_id, started, config, ingested, sleep_outcomes, test_outcomes, time.perf_counter() - t0)
+    if summary.failure_rate > config.max_failure_rate:
+        record_failed(config, summary)
+        raise RunFailed(
+            f"run {run_id}: {len(summary.failures)} of {summary.items_attempted} items failed "
+            f"({summary.failure_rate:.1%} > max_failure_rate {config.max_failure_rate:.1%}); nothing published. "
+            "Finished work stays staged; rerun to retry only the failed items.", summary)
     outcome = validate_and_publish(config, summary)
     if not outcome.published:
         raise RunFailed(f"quality gate refused run {run_id}; previous snapshot kept:\n{outcome.reason}", summary)
     if do_report:
         summary.extra["report"] = write_report_task(config)
-    if summary.failures:
-        raise RunFailed(f"run {run_id} published, but {len(summary.failures)} items failed; rerun to retry them", summary)
+    # At or under the threshold: published; the failed items are in failures_open and the next
+    # run retries them.
     return summary
 
 

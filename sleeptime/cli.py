@@ -120,11 +120,14 @@ def run(
         console.print(f"published warehouse: {cfg.warehouse_path}; lake: {cfg.lake_dir}/; Data Docs: {cfg.data_docs_dir}/")
     if summary.extra.get("report"):
         console.print(f"report: {summary.extra['report']}")
+    for failure in summary.failures[:10]:
+        console.print(f"[red]failed[/red] {failure.stage} {failure.key} ({failure.context_id}): {failure.reason}")
     if failed is not None:
         console.print(f"[red]{failed}[/red]")
-        for failure in summary.failures[:10]:
-            console.print(f"[red]failed[/red] {failure.stage} {failure.key} ({failure.context_id}): {failure.reason}")
         raise typer.Exit(1)
+    if summary.failures:
+        console.print(f"[yellow]{len(summary.failures)} items failed (within max_failure_rate); they are in "
+                      "failures_open and the next run retries them[/yellow]")
 
 
 def print_warehouse_table(path: Path) -> None:
@@ -242,9 +245,15 @@ def report(
     console.print(f"wrote {path}")
 
 
-@app.command("models")
-def models(config: ConfigOpt = None) -> None:
-    """List the configured models, their litellm strings and prices."""
+models_app = typer.Typer(help="List the configured models; serve the local model.", invoke_without_command=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback()
+def models(ctx: typer.Context, config: ConfigOpt = None) -> None:
+    """List the configured models, their litellm strings, prices and limits (no subcommand)."""
+    if ctx.invoked_subcommand is not None:
+        return
     cfg = _load_config(config)
     for name, spec in cfg.models.items():
         roles = [r for r in ("sleep", "test") if getattr(cfg, f"{r}_model") == name]
@@ -253,7 +262,48 @@ def models(config: ConfigOpt = None) -> None:
             if spec.input_cost_per_million is not None
             else "litellm price map"
         )
-        console.print(f"{name}: {spec.model} ({prices}; concurrency {spec.max_concurrency}) {json.dumps(roles)}")
+        limits = f"concurrency {spec.max_concurrency}" + "".join(
+            f", {k} {getattr(spec, k)}" for k in ("rpm", "tpm") if getattr(spec, k, None)
+        )
+        local = f"; local server on port {spec.local_server.port}" if getattr(spec, "local_server", None) else ""
+        console.print(f"{name}: {spec.model} ({prices}; {limits}{local}) {json.dumps(roles)}")
+
+
+@models_app.command("serve-local")
+def serve_local(
+    model: Annotated[str, typer.Option(help="A configured model with a local_server entry.")] = "smollm2",
+    config: ConfigOpt = None,
+    host: Annotated[str, typer.Option(help="Bind address; loopback unless you mean to expose it.")] = "127.0.0.1",
+) -> None:
+    """Serve a local GGUF model (SmolLM2 by default) with llama.cpp's OpenAI-compatible server until Ctrl-C."""
+    import signal
+    import time
+
+    from sleeptime.model.local_server import LocalServer, LocalServerError
+
+    cfg = _load_config(config)
+    spec = cfg.models.get(model)
+    if spec is None or spec.local_server is None:
+        console.print(f"[red]model {model!r} has no local_server entry[/red]; configured: {sorted(cfg.models)}")
+        raise typer.Exit(2)
+    server = LocalServer(spec.local_server, host=host)
+    try:
+        server.start()
+    except LocalServerError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    if server.process is None:
+        console.print(f"{model} is already served at {server.base_url}; nothing to do")
+        return
+    console.print(f"{model} serving at {server.base_url} (litellm model {spec.model!r}); Ctrl-C stops it")
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        while server.process.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":

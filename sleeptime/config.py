@@ -10,10 +10,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from sleeptime.domain import SleepBudget, TestBudget
-from sleeptime.model import REFERENCE_MODEL, ModelSpec
+from sleeptime.model import REFERENCE_MODEL, SMOLLM2_LOCAL, CachePolicy, ModelSpec, load_registry
 
 # Sleep budgets: "none" is test-time only. Each level roughly triples the tokens of the last;
 # the reference reasoner writes about 13 tokens per derived fact.
@@ -65,7 +74,13 @@ class RunConfig(BaseModel):
     corpus_format: str = "auto"
     demo: DemoCorpus = Field(default_factory=DemoCorpus)
     output_dir: Path = Path("out")
-    models: dict[str, ModelSpec] = Field(default_factory=lambda: {"reference": REFERENCE_MODEL})
+    models: dict[str, ModelSpec] = Field(
+        default_factory=lambda: {"reference": REFERENCE_MODEL, "smollm2": SMOLLM2_LOCAL}
+    )
+    # A model registry file (YAML, see models.example.yaml) whose models join `models`. A relative
+    # path is read from the config file's folder (the working directory without one); it is kept
+    # absolute after validation. A name both here and in `models` is an error.
+    model_registry: Path | None = None
     sleep_model: str = "reference"
     test_model: str = "reference"
     sleep_budgets: list[SleepBudget] = Field(default_factory=lambda: list(DEFAULT_SLEEP_BUDGETS))
@@ -82,6 +97,12 @@ class RunConfig(BaseModel):
     shard_size: int = Field(default=10, ge=1)
     workers: int = Field(default=2, ge=1)
     ray_address: str | None = None
+    # Identical model requests answered from disk, so re-evaluating costs nothing (sleeptime/model/_cache.py).
+    response_cache: CachePolicy = Field(default_factory=CachePolicy)
+    # Items whose model call failed for good (after retries), as a fraction of the items the run
+    # attempted. Up to this, the run publishes what succeeded and the next run retries the rest;
+    # above it, the run fails without publishing (the finished shards stay staged for the rerun).
+    max_failure_rate: float = Field(default=0.01, ge=0, le=1)
 
     @field_validator("sleep_budgets", "test_budgets")
     @classmethod
@@ -94,13 +115,50 @@ class RunConfig(BaseModel):
             raise ValueError("at least one budget is required")
         return budgets
 
+    # Names that came from model_registry: not dumped, so a dumped config reloads without clashes.
+    _registry_names: frozenset[str] = PrivateAttr(default_factory=frozenset)
+
+    @model_validator(mode="after")
+    def _merge_registry(self, info: ValidationInfo) -> RunConfig:
+        if self.model_registry is None:
+            return self
+        path = self.model_registry
+        if not path.is_absolute():
+            base = (info.context or {}).get("config_dir")
+            path = (Path(base) if base is not None else Path.cwd()) / path
+        try:
+            registry = load_registry(path)
+        except FileNotFoundError:
+            raise ValueError(f"model_registry: file not found: {path}") from None
+        both = sorted(set(self.models) & set(registry))
+        if both:
+            raise ValueError(
+                f"model(s) {both} defined both inline under `models:` and in the model registry {path}; keep one"
+            )
+        self.models = {**self.models, **registry}
+        self.model_registry = path
+        self._registry_names = frozenset(registry)
+        return self
+
     @model_validator(mode="after")
     def _models_exist(self) -> RunConfig:
+        budget_names = {b.name for b in self.sleep_budgets} | {b.name for b in self.test_budgets}
         for role in ("sleep_model", "test_model"):
             name = getattr(self, role)
             if name not in self.models:
                 raise ValueError(f"{role} {name!r} is not among the configured models {sorted(self.models)}")
+            # Only the models this run uses: a shared registry may map budgets other runs define.
+            unknown = sorted(set(self.models[name].budgets) - budget_names)
+            if unknown:
+                raise ValueError(
+                    f"model {name!r} maps budget(s) {unknown} that this run does not define; "
+                    f"budgets: {sorted(budget_names)}"
+                )
         return self
+
+    @field_serializer("models", mode="wrap")
+    def _dump_inline_models(self, models: dict[str, ModelSpec], handler: Any) -> Any:
+        return handler({n: s for n, s in models.items() if n not in self._registry_names})
 
     @property
     def lake_dir(self) -> Path:
@@ -113,6 +171,12 @@ class RunConfig(BaseModel):
     @property
     def report_path(self) -> Path:
         return self.output_dir / "report" / "report.html"
+
+    @property
+    def response_cache_path(self) -> Path | None:
+        if not self.response_cache.enabled:
+            return None
+        return self.response_cache.path or self.output_dir / "cache" / "responses.sqlite"
 
     @property
     def data_docs_dir(self) -> Path:
@@ -130,4 +194,5 @@ def load_config(path: Path | None = None, **overrides: Any) -> RunConfig:
             raise ValueError(f"{path}: the top level must be a mapping of settings")
         data.update(loaded)
     data.update({k: v for k, v in overrides.items() if v is not None})
-    return RunConfig.model_validate(data)
+    context = {"config_dir": Path(path).parent} if path is not None else None
+    return RunConfig.model_validate(data, context=context)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import duckdb
 import pyarrow.parquet as pq
 
+from sleeptime import _failpoints
 from sleeptime.compute import Failure, SleepJob, TestJob, sleep_jobs, test_jobs
 from sleeptime.config import RunConfig
 from sleeptime.dataset import LoadResult
@@ -174,6 +175,8 @@ class RunSummary:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     failures: list[Failure] = field(default_factory=list)
+    retries: int = 0  # retryable errors that were retried (the items may still have succeeded)
+    cache_hits: int = 0  # replies from the response cache: no call made
     quarantined: int = 0
     status: str = "running"
     gate_report: str = ""
@@ -187,6 +190,14 @@ class RunSummary:
         self.prompt_tokens += usage.prompt_tokens
         self.completion_tokens += usage.completion_tokens
         self.cost_usd += cost
+
+    @property
+    def items_attempted(self) -> int:
+        return self.variants_written + self.answers_written + len(self.failures)
+
+    @property
+    def failure_rate(self) -> float:
+        return len(self.failures) / self.items_attempted if self.items_attempted else 0.0
 
     def record(self) -> dict[str, Any]:
         counts = self.diff.counts()
@@ -210,7 +221,9 @@ class RunSummary:
             "quarantined": self.quarantined,
             "seconds": self.seconds,
             "detail_json": json.dumps(
-                {"shards": self.shards, "workers": self.workers, "gate": self.gate_report, **self.extra}, default=str
+                {"shards": self.shards, "workers": self.workers, "gate": self.gate_report, "retries": self.retries,
+                 "cache_hits": self.cache_hits, "failure_reasons": self.failure_reasons(), **self.extra},
+                default=str,
             ),
         }
 
@@ -222,10 +235,20 @@ class RunSummary:
             f" ({self.quarantined} rows set aside)",
             f"work: {self.shards} shards on {self.workers} Ray workers; {self.variants_written} variants and "
             f"{self.answers_written} answers written",
-            f"model: {self.model_calls} calls, {self.prompt_tokens} prompt + {self.completion_tokens} completion "
-            f"tokens, ${self.cost_usd:.4f}",
-            f"failures: {len(self.failures)}; time {self.seconds:.1f}s",
+            f"model: {self.model_calls} calls ({self.retries} retries, {self.cache_hits} answered from the cache), "
+            f"{self.prompt_tokens} prompt + {self.completion_tokens} completion tokens, ${self.cost_usd:.4f}",
+            f"failures: {len(self.failures)} of {self.items_attempted} items ({self.failure_rate:.1%})"
+            + "".join(f"; {n} x {r}" for r, n in self.failure_reasons().items())
+            + f"; time {self.seconds:.1f}s",
         ]
+
+    def failure_reasons(self, top: int = 5) -> dict[str, int]:
+        """The commonest failure reasons, grouped by error type (the text before the first colon)."""
+        counts: dict[str, int] = {}
+        for f in self.failures:
+            kind = f.reason.split(": ", 2)[1] if f.reason.count(": ") >= 1 else f.reason
+            counts[kind] = counts.get(kind, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:top])
 
 
 # --- publish -----------------------------------------------------------------------------------
@@ -255,6 +278,7 @@ def publish(lake: Lake, warehouse: Warehouse, summary: RunSummary, gate: GateFn,
     summary.status = "published"
     lake.stage("runs", f"run-{summary.run_id}", [summary.record()])
     snapshot: Snapshot = warehouse.build(lake, include_staged=True)
+    _failpoints.failpoint(_failpoints.PUBLISH_AFTER_BUILD)
     try:
         for table, records in (derive(snapshot.path) if derive else {}).items():
             if records:
@@ -272,6 +296,16 @@ def publish(lake: Lake, warehouse: Warehouse, summary: RunSummary, gate: GateFn,
         summary.status = "rejected"
         lake.write("runs", summary.run_id, [summary.record()], name=f"run-{summary.run_id}")
         return PublishOutcome(False, report)
+    _failpoints.failpoint(_failpoints.PUBLISH_AFTER_GATE)
     lake.commit_staged(summary.run_id)
+    _failpoints.failpoint(_failpoints.PUBLISH_BEFORE_SWAP)
     warehouse.publish(snapshot)
     return PublishOutcome(True, report, len(snapshot.files))
+
+
+def record_failed_run(lake: Lake, summary: RunSummary) -> None:
+    """Record a run that failed too many items: its row goes to the lake (history), nothing is
+    published, and its finished shards stay staged so the rerun reuses them and retries only the
+    failed items."""
+    summary.status = "failed"
+    lake.write("runs", summary.run_id, [summary.record()], name=f"run-{summary.run_id}")

@@ -28,6 +28,7 @@ class ShardOutcome:
     usage: Usage = field(default_factory=lambda: Usage(prompt_tokens=0, completion_tokens=0))
     cost_usd: float = 0.0
     retries: int = 0
+    cache_hits: int = 0
 
 
 def _run_shard(stage: str, index: int, jobs: list, config: RunConfig, run_id: str, pool: RayPool) -> ShardOutcome:
@@ -45,11 +46,12 @@ def _run_shard(stage: str, index: int, jobs: list, config: RunConfig, run_id: st
     if result.failures:
         lake.stage("failures", f"failures-{name}", [{**f.model_dump(), "run_id": run_id} for f in result.failures])
     get_run_logger().info(
-        "%s shard %d: %d %s, %d failures, %d calls", stage, index, len(records), table, len(result.failures), stats.get("calls", 0)
+        "%s shard %d: %d %s, %d failures, %d calls, %d cache hits", stage, index, len(records), table,
+        len(result.failures), stats.get("calls", 0), stats.get("cache_hits", 0),
     )
     usage = Usage(prompt_tokens=stats.get("prompt_tokens", 0), completion_tokens=stats.get("completion_tokens", 0))
-    cost = sum(r.cost_usd for r in result.rows)
-    return ShardOutcome(len(records), result.failures, stats.get("calls", 0), usage, cost, stats.get("retries", 0))
+    return ShardOutcome(len(records), result.failures, stats.get("calls", 0), usage, float(stats.get("cost_usd", 0.0)),
+                        stats.get("retries", 0), stats.get("cache_hits", 0))
 
 
 @task(name="sleep-shard", cache_policy=NO_CACHE)

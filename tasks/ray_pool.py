@@ -23,13 +23,17 @@ from sleeptime.model import ModelSpec
 log = logging.getLogger(__name__)
 
 
-@ray.remote
+# A killed worker is restarted and its in-flight shard retried: the work is idempotent (rows are
+# returned, the driver stages them) and replies already made come back from the response cache.
+@ray.remote(max_restarts=3, max_task_retries=3)
 class ModelWorker:
-    def __init__(self, models: dict[str, ModelSpec], concurrency: int):
+    def __init__(self, models: dict[str, ModelSpec], concurrency: int, cache_path: str | None = None,
+                 uncached_models: list[str] | None = None):
         import sleeptime  # noqa: F401  (offline environment defaults inside the worker)
-        from sleeptime.model import ModelGateway
+        from sleeptime.model import ModelGateway, ResponseCache
 
-        self.gateway = ModelGateway(models)
+        cache = ResponseCache(cache_path) if cache_path else None
+        self.gateway = ModelGateway(models, cache=cache, uncached_models=uncached_models or [])
         self.concurrency = concurrency
         self.loop = asyncio.new_event_loop()
 
@@ -73,7 +77,12 @@ class RayPool:
             for name, spec in self.config.models.items()
         }
         per_actor = max(1, math.ceil(self.config.concurrency / self.workers))
-        self.actors = [ModelWorker.remote(shares, per_actor) for _ in range(self.workers)]
+        cache = self.config.response_cache_path
+        self.actors = [
+            ModelWorker.remote(shares, per_actor, str(cache.resolve()) if cache else None,
+                               list(self.config.response_cache.exclude_models))
+            for _ in range(self.workers)
+        ]
         log.info("Ray: %d model workers, per-worker concurrency %d", self.workers, per_actor)
 
     def ensure_started(self) -> RayPool:

@@ -38,5 +38,6 @@ def summarize(run_id: str, started_at: datetime, config: RunConfig, ingested: In
         summary.failures.extend(outcome.failures)
     summary.variants_written = sum(o.rows for o in sleep)
     summary.answers_written = sum(o.rows for o in test)
-    summary.extra["retries"] = sum(o.retries for o in sleep + test)
+    summary.retries = sum(o.retries for o in sleep + test)
+    summary.cache_hits = sum(o.cache_hits for o in sleep + test)
     return summary

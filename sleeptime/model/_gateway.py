@@ -19,6 +19,7 @@ import litellm
 from pydantic import BaseModel, ConfigDict, Field
 
 from sleeptime.domain import Usage
+from sleeptime.model._cache import CachedReply, ResponseCache, request_key
 from sleeptime.model._spec import ModelSpec
 from sleeptime.model.providers import reference
 
@@ -55,13 +56,17 @@ class Completion(BaseModel):
     cost_usd: float = Field(ge=0)
     latency_s: float = Field(ge=0)
     attempts: int = 1
+    cached: bool = False  # answered from the response cache: no call made, nothing spent now
 
 
 class ModelGateway:
     """Holds the configured models and the per-model concurrency limits."""
 
-    def __init__(self, models: dict[str, ModelSpec]):
+    def __init__(self, models: dict[str, ModelSpec], cache: ResponseCache | None = None,
+                 uncached_models: tuple[str, ...] | list[str] = ()):
         self.models = dict(models)
+        self.cache = cache
+        self.uncached_models = frozenset(uncached_models)
         for name, spec in self.models.items():
             _check_priced(name, spec)
         if any(spec.model.startswith(f"{reference.PROVIDER}/") for spec in self.models.values()):
@@ -100,6 +105,16 @@ class ModelGateway:
             kwargs["reasoning_effort"] = reasoning_effort
         if thinking_tokens is not None:
             kwargs["thinking"] = {"type": "enabled", "budget_tokens": thinking_tokens}
+
+        cache_key = None
+        if self.cache is not None and name not in self.uncached_models:
+            cache_key = request_key(spec.model, spec.api_base, messages, kwargs)
+            hit = self.cache.get(cache_key)
+            if hit is not None:
+                self.stats["cache_hits"] += 1
+                # The row still carries what producing the reply cost; the run spent nothing on it.
+                return Completion(model=name, text=hit.text, usage=hit.usage, cost_usd=price(spec, hit.usage),
+                                  latency_s=0.0, attempts=0, cached=True)
         if spec.api_base:
             kwargs["api_base"] = spec.api_base
         if spec.api_key is not None:
@@ -136,12 +151,14 @@ class ModelGateway:
             self.stats["failures"] += 1
             raise ModelError(name, "provider returned no token usage", attempt)
         usage = Usage(prompt_tokens=int(raw_usage.prompt_tokens or 0), completion_tokens=int(raw_usage.completion_tokens or 0))
+        cost = price(spec, usage)
         self.stats["calls"] += 1
         self.stats["prompt_tokens"] += usage.prompt_tokens
         self.stats["completion_tokens"] += usage.completion_tokens
-        return Completion(
-            model=name, text=text, usage=usage, cost_usd=price(spec, usage), latency_s=latency, attempts=attempt
-        )
+        self.stats["cost_usd"] += cost  # type: ignore[assignment]  (a float beside the counts)
+        if cache_key is not None:
+            self.cache.put(cache_key, CachedReply(text=text, usage=usage))  # type: ignore[union-attr]
+        return Completion(model=name, text=text, usage=usage, cost_usd=cost, latency_s=latency, attempts=attempt)
 
 
 def price(spec: ModelSpec, usage: Usage) -> float:
