@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sleeptime._failpoints import PUBLISH_MID_COMMIT, failpoint
 from sleeptime.storage.records import SCHEMAS
 
 STAGING = "_staging"
@@ -101,6 +102,8 @@ class Lake:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(path, target)
                 moved += 1
+                if moved == 1:
+                    failpoint(PUBLISH_MID_COMMIT)
         return moved
 
     def reject_staged(self, run_id: str) -> Path:

@@ -22,6 +22,7 @@ from typing import Iterator
 
 import duckdb
 
+from sleeptime._failpoints import PUBLISH_AFTER_SWAP, failpoint
 from sleeptime.storage.lake import Lake
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "warehouse" / "migrations"
@@ -151,6 +152,7 @@ class Warehouse:
         link = self.path.parent / f".link-{uuid.uuid4().hex}"
         link.symlink_to(os.path.relpath(final, self.path.parent))
         os.replace(link, self.path)  # the atomic switch
+        failpoint(PUBLISH_AFTER_SWAP)
         self._prune(keep=final)
         return final
 
