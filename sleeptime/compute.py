@@ -39,13 +39,10 @@ async def make_variant(
     """One sleep-time sample of c' for ``context`` at ``budget``."""
     if budget.is_none:
         raise ValueError(f"sleep budget {budget.name!r} has max_tokens=0: it makes no variant")
+    max_tokens, effort, thinking = gateway.spec(model).call_params(budget)
     completion = await gateway.complete(
-        model,
-        sleep_messages(context.text),
-        max_tokens=budget.max_tokens,
-        seed=sample_index,
-        reasoning_effort=budget.reasoning_effort,
-        thinking_tokens=budget.thinking_tokens,
+        model, sleep_messages(context.text), max_tokens=max_tokens, seed=sample_index,
+        reasoning_effort=effort, thinking_tokens=thinking,
     )
     return Variant(
         context_id=context.id,
@@ -75,13 +72,9 @@ async def answer_query(
     ``sample_index`` > 0 draws another independent sample (the seed), for pass@k baselines.
     """
     messages = test_messages(context.text, query.text, budget.verbosity, notes=variant.text if variant else None)
+    max_tokens, effort, thinking = gateway.spec(model).call_params(budget)
     completion = await gateway.complete(
-        model,
-        messages,
-        max_tokens=budget.max_tokens,
-        seed=sample_index,
-        reasoning_effort=budget.reasoning_effort,
-        thinking_tokens=budget.thinking_tokens,
+        model, messages, max_tokens=max_tokens, seed=sample_index, reasoning_effort=effort, thinking_tokens=thinking
     )
     parsed = extract_answer(completion.text)
     return Answer(

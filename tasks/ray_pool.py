@@ -72,8 +72,14 @@ class RayPool:
             else:
                 ray.init(num_cpus=self.workers, **kwargs)
             self._started_ray = True
+        # Each actor gets an equal share of every per-model limit, so the limits hold across the
+        # pool (per run: another process using the same key is not counted).
+        def share(limit: int | None) -> int | None:
+            return None if limit is None else max(1, math.ceil(limit / self.workers))
+
         shares = {
-            name: spec.model_copy(update={"max_concurrency": max(1, math.ceil(spec.max_concurrency / self.workers))})
+            name: spec.model_copy(update={"max_concurrency": share(spec.max_concurrency), "rpm": share(spec.rpm),
+                                          "tpm": share(spec.tpm)})
             for name, spec in self.config.models.items()
         }
         per_actor = max(1, math.ceil(self.config.concurrency / self.workers))

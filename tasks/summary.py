@@ -9,6 +9,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from sleeptime.config import RunConfig, load_config
+from sleeptime.model import check_credentials
 from sleeptime.pipeline import RunSummary
 from tasks.corpus import Ingested
 from tasks.model_work import ShardOutcome
@@ -17,6 +18,8 @@ from tasks.model_work import ShardOutcome
 @task(name="resolve-config", cache_policy=NO_CACHE)
 def resolve_config(config_path: str | None, overrides: dict[str, Any]) -> RunConfig:
     config = load_config(config_path, **overrides)
+    # A missing API key fails the run here, naming the variable, not after hours of failed calls.
+    check_credentials(config.models, {config.sleep_model, config.test_model})
     get_run_logger().info(
         "corpus %s; sleep model %s, test model %s; %d sleep and %d test budgets; %d Ray workers, shards of %d contexts",
         config.corpus, config.sleep_model, config.test_model, len(config.sleep_budgets), len(config.test_budgets),

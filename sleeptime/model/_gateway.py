@@ -20,8 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sleeptime.domain import Usage
 from sleeptime.model._cache import CachedReply, ResponseCache, request_key
+from sleeptime.model._ratelimit import RateLimiter
 from sleeptime.model._spec import ModelSpec
 from sleeptime.model.providers import reference
+from sleeptime.tokens import count_tokens
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ class ModelGateway:
         if any(spec.model.startswith(f"{reference.PROVIDER}/") for spec in self.models.values()):
             reference.register()
         self._semaphores: dict[tuple[int, str], asyncio.Semaphore] = {}
+        self._limiters: dict[tuple[int, str], RateLimiter] = {}
         self.stats: Counter[str] = Counter()
 
     def spec(self, name: str) -> ModelSpec:
@@ -86,6 +89,13 @@ class ModelGateway:
         if key not in self._semaphores:
             self._semaphores[key] = asyncio.Semaphore(self.spec(name).max_concurrency)
         return self._semaphores[key]
+
+    def _limiter(self, name: str) -> RateLimiter:
+        key = (id(asyncio.get_running_loop()), name)
+        if key not in self._limiters:
+            spec = self.spec(name)
+            self._limiters[key] = RateLimiter(spec.rpm, spec.tpm)
+        return self._limiters[key]
 
     async def complete(
         self,
@@ -120,10 +130,14 @@ class ModelGateway:
         if spec.api_key is not None:
             kwargs["api_key"] = spec.api_key.get_secret_value()
 
+        limiter = self._limiter(name)
+        # The tpm bucket is charged the worst case up front and settled with the real usage after.
+        estimate = 0 if limiter.unlimited else count_message_tokens(messages) + max_tokens
         attempt = 0
         async with self._semaphore(name):
             while True:
                 attempt += 1
+                await limiter.acquire(estimate)
                 started = time.perf_counter()
                 try:
                     response = await litellm.acompletion(
@@ -151,6 +165,8 @@ class ModelGateway:
             self.stats["failures"] += 1
             raise ModelError(name, "provider returned no token usage", attempt)
         usage = Usage(prompt_tokens=int(raw_usage.prompt_tokens or 0), completion_tokens=int(raw_usage.completion_tokens or 0))
+        if not limiter.unlimited:
+            limiter.record(usage.prompt_tokens + usage.completion_tokens, reserved=estimate)
         cost = price(spec, usage)
         self.stats["calls"] += 1
         self.stats["prompt_tokens"] += usage.prompt_tokens
@@ -159,6 +175,11 @@ class ModelGateway:
         if cache_key is not None:
             self.cache.put(cache_key, CachedReply(text=text, usage=usage))  # type: ignore[union-attr]
         return Completion(model=name, text=text, usage=usage, cost_usd=cost, latency_s=latency, attempts=attempt)
+
+
+def count_message_tokens(messages: list[dict[str, Any]]) -> int:
+    """cl100k tokens of the message texts: an estimate for rate limiting, not billing."""
+    return sum(count_tokens(str(m.get("content") or "")) for m in messages)
 
 
 def price(spec: ModelSpec, usage: Usage) -> float:
@@ -193,13 +214,20 @@ def _backoff_delay(exc: BaseException, attempt: int, base: float, cap: float) ->
 
 
 def _retry_after(exc: BaseException) -> float | None:
+    # litellm 1.106 keeps the provider's real headers in litellm_response_headers; exc.response is
+    # a stand-in with none (tests/testing/test_fake_openai.py pins this down).
     response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None) or getattr(exc, "headers", None) or {}
-    try:
-        value = headers.get("retry-after") or headers.get("Retry-After")
-        return float(value) if value is not None else None
-    except (TypeError, ValueError, AttributeError):
-        return None
+    for headers in (getattr(exc, "litellm_response_headers", None), getattr(response, "headers", None),
+                    getattr(exc, "headers", None)):
+        if not headers:
+            continue
+        try:
+            value = headers.get("retry-after") or headers.get("Retry-After")
+            if value is not None:
+                return float(value)
+        except (TypeError, ValueError, AttributeError):
+            continue
+    return None
 
 
 def _short(exc: BaseException) -> str:

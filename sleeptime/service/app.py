@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from sleeptime.compute import answer_query
 from sleeptime.config import RunConfig, load_config
 from sleeptime.domain import Query as DomainQuery
-from sleeptime.model import ModelError, ModelGateway
+from sleeptime.model import ModelError, ModelGateway, ResponseCache
 from sleeptime.service import metrics as metrics_mod
 from sleeptime.service.keys import KeyStore, Principal
 from sleeptime.service.limits import BodySizeLimit
@@ -58,6 +58,9 @@ class ServiceSettings(BaseModel):
     keys_path: Path | None = None
     query_log_dir: Path | None = None  # the lake root; the log goes to <lake>/query_log/
     query_log: bool = True
+    # Off by default: live questions rarely repeat exactly, and a cached reply would hide a model
+    # change from users. When on, it uses the path of config.response_cache (or <output_dir>/cache).
+    response_cache: bool = False
     auth: bool = True
     reload_interval_s: float = Field(default=2.0, gt=0)
     log_batch_size: int = Field(default=50, ge=1)
@@ -296,7 +299,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         on_written=lambda n: metrics.log_rows.inc(n), on_error=lambda: metrics.log_errors.inc(),
         enabled=settings.query_log,
     )
-    gateway = ModelGateway(config.models)
+    cache_path = config.response_cache.path or config.output_dir / "cache" / "responses.sqlite"
+    gateway = ModelGateway(
+        config.models, cache=ResponseCache(cache_path) if settings.response_cache else None,
+        uncached_models=config.response_cache.exclude_models,
+    )
     metrics.add_gauge(
         "sleeptime_snapshot_info", "The snapshot being served (value 1).",
         lambda: {(holder.current.name, holder.current.policy_version or ""): 1.0} if holder.current else {},

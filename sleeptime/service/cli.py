@@ -53,6 +53,7 @@ def serve(
     log_batch_size: Annotated[int, typer.Option(help="Query-log rows per Parquet batch.")] = 50,
     log_flush_s: Annotated[float, typer.Option(help="Write pending query-log rows at least this often (seconds).")] = 5.0,
     query_log: Annotated[bool, typer.Option("--query-log/--no-query-log", help="Append every answered query to the lake.")] = True,
+    response_cache: Annotated[bool, typer.Option("--response-cache/--no-response-cache", help="Answer repeated identical model requests from the disk cache (off by default).")] = False,
     query_log_dir: Annotated[Optional[Path], typer.Option(help="Lake root for the query log (default: <output_dir>/lake).")] = None,
     max_question_chars: Annotated[int, typer.Option(help="Longest question accepted (413 beyond).")] = 4000,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted (413 beyond).")] = 16384,
@@ -69,7 +70,7 @@ def serve(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     settings = ServiceSettings(
         config=cfg, warehouse_path=warehouse, keys_path=keys_file, auth=not no_auth, reload_interval_s=reload_interval,
-        log_batch_size=log_batch_size, log_flush_s=log_flush_s, query_log=query_log, query_log_dir=query_log_dir,
+        log_batch_size=log_batch_size, log_flush_s=log_flush_s, query_log=query_log, query_log_dir=query_log_dir, response_cache=response_cache,
         max_question_chars=max_question_chars, max_body_bytes=max_body_bytes, host=host, port=port,
     )
     for noisy in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx"):
