@@ -727,17 +727,12 @@ def analysis(results: list[Measurement], contexts: int) -> list[str]:
             speed += f" and {ta / tb:.2f}x on the test stage"
         parts.append(f"Going from {lo} to {hi} workers changed the run by {speed} (above 1 is faster).")
         calls = shard_calls(b, "test")
-        if calls:
-            per_actor: dict[int, int] = {}
-            for idx, n in calls.items():
-                per_actor[idx % hi] = per_actor.get(idx % hi, 0) + n
-            busiest, total = max(per_actor.values()), sum(per_actor.values())
-            if busiest * hi > total * 1.05:
-                parts.append(
-                    f"Load balance is static: {len(calls)} test shards on {hi} actors, assigned round-robin by shard "
-                    f"index (`RayPool.actor(index)`), give the busiest actor {busiest} of {total} test calls, so even "
-                    f"with free cores the test stage cannot beat {total / busiest:.2f}x the one-worker time."
-                )
+        if calls and len(calls) < 2 * hi:
+            parts.append(
+                f"Only {len(calls)} test shards for {hi} actors: shards go to whichever actor is idle "
+                "(`RayPool.lease`), but with so few the last shards leave actors idle; a smaller shard_size "
+                "balances better."
+            )
         ca, cb = cpu_per_call_ms(a), cpu_per_call_ms(b)
         if ca and cb and cb > 1.15 * ca:
             parts.append(

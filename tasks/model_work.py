@@ -36,8 +36,8 @@ def _run_shard(stage: str, index: int, jobs: list, config: RunConfig, run_id: st
     model, table, to_record = (
         (config.sleep_model, "variants", variant_record) if stage == "sleep" else (config.test_model, "answers", answer_record)
     )
-    actor = pool.actor(index)
-    result, stats = ray.get((actor.sleep if stage == "sleep" else actor.test).remote(model, jobs))
+    with pool.lease() as actor:
+        result, stats = ray.get((actor.sleep if stage == "sleep" else actor.test).remote(model, jobs))
     records = [to_record(row, run_id) for row in result.rows]
     lake = Lake(config.lake_dir)
     name = f"{table}-" + content_hash(sorted(j.key(model) for j in jobs))[:16]

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import ray
@@ -59,6 +61,7 @@ class RayPool:
         self.actors: list[Any] = []
         self._started_ray = False
         self._lock = threading.Lock()
+        self._idle: queue.Queue[Any] = queue.Queue()
 
     def __enter__(self) -> RayPool:
         return self
@@ -89,6 +92,8 @@ class RayPool:
                                list(self.config.response_cache.exclude_models))
             for _ in range(self.workers)
         ]
+        for actor in self.actors:
+            self._idle.put(actor)
         log.info("Ray: %d model workers, per-worker concurrency %d", self.workers, per_actor)
 
     def ensure_started(self) -> RayPool:
@@ -99,8 +104,16 @@ class RayPool:
                 self._start()
         return self
 
-    def actor(self, index: int) -> Any:
-        return self.ensure_started().actors[index % len(self.actors)]
+    @contextmanager
+    def lease(self) -> Iterator[Any]:
+        """An idle actor for one shard. Shards go to whichever actor is free, not round-robin:
+        shards differ in size, and a fixed assignment left one actor with most of the work."""
+        self.ensure_started()
+        actor = self._idle.get()
+        try:
+            yield actor
+        finally:
+            self._idle.put(actor)
 
     def __exit__(self, *exc: object) -> None:
         for actor in self.actors:

@@ -49,8 +49,11 @@ def test_sigkill_midway_then_rerun_gives_exactly_the_rows_of_a_clean_run(pipelin
                 break
             time.sleep(0.05)
     finally:
+        from tests.flows.test_crash_publish import _kill_session
+
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        _kill_session(proc.pid)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (crashed.out / "warehouse" / "sleeptime.duckdb").exists()  # nothing was published
     assert list(staging.glob("*.parquet")), "finished shards wait in staging"

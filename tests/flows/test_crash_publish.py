@@ -28,6 +28,18 @@ def _spawn_run(p: Pipeline, tmp_path: Path, **env_extra: str) -> subprocess.Pope
     )
 
 
+def _kill_session(session: int) -> None:
+    """SIGKILL everything left in the run's session: a killed run orphans its ephemeral Prefect
+    server and Ray's processes, which keep their own process groups."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == session:
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass
+
+
 def _published_state(p: Pipeline) -> tuple[str, int, int]:
     link = p.out / "warehouse" / "sleeptime.duckdb"
     with p.warehouse().read() as con:
@@ -55,7 +67,10 @@ def test_sigkill_during_publish_leaves_the_old_snapshot_and_the_rerun_completes_
     write_demo_corpus(crashed.corpus, contexts=6, seed=8)
 
     proc = _spawn_run(crashed, tmp_path, **{_failpoints.ENV: point})
-    assert proc.wait(timeout=300) == -signal.SIGKILL, "the run was not killed at the failpoint"
+    try:
+        assert proc.wait(timeout=300) == -signal.SIGKILL, "the run was not killed at the failpoint"
+    finally:
+        _kill_session(proc.pid)
 
     # Readers still see the last whole snapshot: the same file, the same counts.
     assert _published_state(crashed) == before
@@ -110,8 +125,7 @@ def test_sigkill_of_a_ray_worker_mid_run_is_survived(clean_history, tmp_path):
         assert killed is not None, "never saw a busy Ray worker to kill"
         assert proc.wait(timeout=300) == 0, "the run did not survive the lost worker"
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        _kill_session(proc.pid)
     keys, lake_rows = clean_history
     assert _keys(crashed) == keys
     assert _lake_rows(crashed) == lake_rows
