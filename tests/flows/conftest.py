@@ -1,4 +1,6 @@
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -83,3 +85,15 @@ class Pipeline:
 
 def dump(obj) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
+
+
+def kill_session(session: int) -> None:
+    """SIGKILL everything left in the run's session: a killed run orphans its ephemeral Prefect
+    server and Ray's processes, which keep their own process groups."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == session:
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from sleeptime.dataset import generate_corpus, load_corpus, write_project_jsonl
-from tests.flows.conftest import Pipeline
+from tests.flows.conftest import Pipeline, kill_session
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,11 +49,9 @@ def test_sigkill_midway_then_rerun_gives_exactly_the_rows_of_a_clean_run(pipelin
                 break
             time.sleep(0.05)
     finally:
-        from tests.flows.test_crash_publish import _kill_session
-
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        _kill_session(proc.pid)
+        kill_session(proc.pid)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (crashed.out / "warehouse" / "sleeptime.duckdb").exists()  # nothing was published
     assert list(staging.glob("*.parquet")), "finished shards wait in staging"

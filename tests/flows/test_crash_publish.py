@@ -13,7 +13,7 @@ import pytest
 
 from sleeptime import _failpoints
 from sleeptime.dataset import write_demo_corpus
-from tests.flows.conftest import Pipeline
+from tests.flows.conftest import Pipeline, kill_session
 from tests.flows.test_crash_and_readers import _keys, _lake_rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,18 +26,6 @@ def _spawn_run(p: Pipeline, tmp_path: Path, **env_extra: str) -> subprocess.Pope
         [sys.executable, "-m", "sleeptime.cli", "run", "--config", str(p.config)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-
-
-def _kill_session(session: int) -> None:
-    """SIGKILL everything left in the run's session: a killed run orphans its ephemeral Prefect
-    server and Ray's processes, which keep their own process groups."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getsid(int(entry.name)) == session:
-                    os.kill(int(entry.name), signal.SIGKILL)
-            except (OSError, ProcessLookupError):
-                pass
 
 
 def _published_state(p: Pipeline) -> tuple[str, int, int]:
@@ -70,7 +58,7 @@ def test_sigkill_during_publish_leaves_the_old_snapshot_and_the_rerun_completes_
     try:
         assert proc.wait(timeout=300) == -signal.SIGKILL, "the run was not killed at the failpoint"
     finally:
-        _kill_session(proc.pid)
+        kill_session(proc.pid)
 
     # Readers still see the last whole snapshot: the same file, the same counts.
     assert _published_state(crashed) == before
@@ -125,7 +113,7 @@ def test_sigkill_of_a_ray_worker_mid_run_is_survived(clean_history, tmp_path):
         assert killed is not None, "never saw a busy Ray worker to kill"
         assert proc.wait(timeout=300) == 0, "the run did not survive the lost worker"
     finally:
-        _kill_session(proc.pid)
+        kill_session(proc.pid)
     keys, lake_rows = clean_history
     assert _keys(crashed) == keys
     assert _lake_rows(crashed) == lake_rows
