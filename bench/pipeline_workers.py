@@ -376,7 +376,7 @@ def run_measured(cmd: list[str], env: dict[str, str], cwd: Path, m: Measurement,
 
 
 SUMMARY_CALLS = re.compile(r"^model: (\d+) calls")
-SUMMARY_TIME = re.compile(r"^failures: (\d+); time ([0-9.]+)s")
+SUMMARY_TIME = re.compile(r"^failures: (\d+)\b.*; time ([0-9.]+)s$")
 RUN_ID = re.compile(r"^run (r\d+T\d+): (\w+)")
 
 
