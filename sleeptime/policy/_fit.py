@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from sleeptime.policy._wilson import wilson_lower_bounds
 
@@ -134,9 +137,12 @@ class SleepCosts:
 
     def __init__(self, sleep: pd.DataFrame):
         self.frame = _prepare_sleep(sleep)
+        f = self.frame  # columns as lists: iterating Arrow-backed rows one by one is slow
         self._per_context = {
-            (r.context_id, r.sleep_budget): (float(r.sleep_tokens), float(r.sleep_cost_usd))
-            for r in self.frame.itertuples(index=False)
+            (c, b): (float(t), float(u))
+            for c, b, t, u in zip(
+                f["context_id"].tolist(), f["sleep_budget"].tolist(), f["sleep_tokens"].tolist(), f["sleep_cost_usd"].tolist()
+            )
         }
         means = self.frame.groupby("sleep_budget")[["sleep_tokens", "sleep_cost_usd"]].mean()
         self._mean = {b: (float(r.sleep_tokens), float(r.sleep_cost_usd)) for b, r in means.iterrows()}
@@ -185,7 +191,7 @@ def _build_table(df: pd.DataFrame, costs: SleepCosts, settings: PolicySettings) 
     table["wilson_lower"] = wilson_lower_bounds(table["correct"].to_numpy(), table["n"].to_numpy(), settings.z)
     sleep_cost = [
         costs.for_context(value, budget) if scope == "context" else costs.mean(budget)
-        for scope, value, budget in zip(table["scope"], table["scope_value"], table["sleep_budget"])
+        for scope, value, budget in zip(table["scope"].tolist(), table["scope_value"].tolist(), table["sleep_budget"].tolist())
     ]
     table["sleep_tokens_per_context"] = [t for t, _ in sleep_cost]
     table["sleep_cost_usd_per_context"] = [u for _, u in sleep_cost]
@@ -209,12 +215,75 @@ def _version(settings: PolicySettings, answers: pd.DataFrame, sleep: pd.DataFram
     digest = hashlib.sha256()
     digest.update(settings.to_json().encode())
     digest.update(b"\nanswers\n")
-    a = answers.sort_values(list(ANSWER_COLUMNS), kind="mergesort")
-    digest.update(a.to_csv(index=False, float_format="%.10g").encode())
+    _csv_digest(digest, answers, list(ANSWER_COLUMNS))
     digest.update(b"\nsleep\n")
-    s = sleep.sort_values(["context_id", "sleep_budget"], kind="mergesort")
-    digest.update(s.to_csv(index=False, float_format="%.10g").encode())
+    _csv_digest(digest, sleep, ["context_id", "sleep_budget"])
     return "p_" + digest.hexdigest()[:16]
+
+
+_FLOAT_FORMAT = "%.10g"
+_CSV_QUOTED = r'[,"\r\n]'  # characters that make the csv module quote a field
+_CSV_BATCH = 500_000
+
+
+def _csv_digest(digest: Any, frame: pd.DataFrame, by: list[str]) -> None:
+    """Feed ``digest`` the bytes of ``frame.sort_values(by, kind="mergesort").to_csv(index=False,
+    float_format="%.10g")``: the same bytes, so versions stay what they were.
+
+    pandas formats every value of a frame in Python, which took about 40 s for 3.6M answers
+    (bench/warehouse_scale.py). Here each column is factorized (sorted distinct values and a code
+    per row, as sort_values does it), the rows are ordered by a stable lexsort of the codes (as
+    sort_values does it), each distinct value is formatted once, and Arrow joins the lines.
+    Frames whose CSV would need quoting, NaN, -0.0 or an unusual dtype take pandas' own path.
+    """
+    columns = _csv_columns(frame)
+    if columns is None:
+        ordered = frame.sort_values(by, kind="mergesort")
+        digest.update(ordered.to_csv(index=False, float_format=_FLOAT_FORMAT).encode())
+        return
+    digest.update((",".join(str(name) for name in frame.columns) + os.linesep).encode())
+    codes_of = dict(zip(frame.columns, (codes for _, codes in columns)))
+    order = np.lexsort([codes_of[name] for name in reversed(by)]) if len(frame) else np.arange(0)
+    for start in range(0, len(order), _CSV_BATCH):
+        rows = order[start : start + _CSV_BATCH]
+        fields = [pc.take(text, pa.array(codes[rows])) for text, codes in columns]
+        lines = pc.binary_join_element_wise(*fields, ",")
+        lines = pc.binary_join_element_wise(lines, "", os.linesep)  # every line ends with the terminator
+        offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32, count=len(lines) + 1, offset=lines.offset * 4)
+        digest.update(memoryview(lines.buffers()[2])[offsets[0] : offsets[-1]])
+
+
+def _csv_columns(frame: pd.DataFrame) -> list[tuple[pa.Array, np.ndarray]] | None:
+    """Per column: the text the csv module writes for each distinct value, in sorted order, and
+    each row's code into it; None when this path cannot promise pandas' bytes."""
+    if frame.columns.has_duplicates or any(ch in str(name) for name in frame.columns for ch in ',"\r\n'):
+        return None
+    out: list[tuple[pa.Array, np.ndarray]] = []
+    try:
+        for name in frame.columns:
+            series = frame[name]
+            dtype = series.dtype
+            if isinstance(dtype, np.dtype) and dtype.kind == "f":
+                values = series.to_numpy()
+                if np.isnan(values).any() or (np.signbit(values) & (values == 0)).any():
+                    return None
+            elif not (isinstance(dtype, np.dtype) and dtype.kind in "biu") and not isinstance(dtype, pd.StringDtype):
+                return None
+            codes, distinct = pd.factorize(series, sort=True)
+            if len(codes) and codes.min() < 0:  # a missing value
+                return None
+            if isinstance(dtype, pd.StringDtype):
+                text = pa.array(np.asarray(distinct, dtype=object), pa.string())
+                if pc.any(pc.match_substring_regex(text, _CSV_QUOTED)).as_py():
+                    return None
+            elif dtype.kind == "f":
+                text = pa.array([_FLOAT_FORMAT % v for v in np.asarray(distinct)], pa.string())
+            else:
+                text = pa.array([str(v) for v in np.asarray(distinct)], pa.string())
+            out.append((text, np.asarray(codes, dtype=np.int64)))
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
+    return out
 
 
 def _plain(value: Any) -> Any:
@@ -397,12 +466,16 @@ def fit_policy(answers: pd.DataFrame, sleep: pd.DataFrame, settings: PolicySetti
         raise ValueError("no labeled answers to fit a policy on")
     costs = SleepCosts(sleep)
     table = _build_table(df, costs, settings)
-    kinds = df.groupby("context_id")["kind"].agg(lambda s: tuple(sorted(set(s))))
+    # The sorted distinct kinds per context (a Python lambda per group took 9 s on 12.5k contexts).
+    pairs = df[["context_id", "kind"]].drop_duplicates().sort_values(["context_id", "kind"], kind="mergesort")
+    kinds: dict[str, list[str]] = {}
+    for context_id, kind in zip(pairs["context_id"].tolist(), pairs["kind"].tolist()):
+        kinds.setdefault(str(context_id), []).append(kind)
     queries = df.groupby("context_id")["query_id"].nunique()
     return Policy(
         version=_version(settings, df, costs.frame),
         settings=settings,
         table=table,
-        context_kinds={str(k): v for k, v in kinds.items()},
+        context_kinds={k: tuple(v) for k, v in kinds.items()},
         context_queries={str(k): int(v) for k, v in queries.items()},
     )

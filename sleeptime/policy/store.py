@@ -7,9 +7,25 @@ from typing import Any
 
 import duckdb
 
-from sleeptime.analysis.frames import load_frames
 from sleeptime.config import PolicyConfig
 from sleeptime.policy._fit import Policy, PolicySettings, fit_policy
+
+# What the fit reads: the graded regular answers of sleeptime.analysis.frames (sample_index 0, gold
+# known, current data, kind from the query) in the columns the fit uses, and the sleep cost per
+# (context, budget). Not load_frames, which also loads every current variant's text, the queries
+# and the pass@k samples, and whose pandas conversion of 3.6M answers took about 15 s of a 55 s fit
+# at 10M answers (bench/warehouse_scale.py); Arrow then to_pandas gives the same frame faster.
+_FIT_ANSWERS = """
+SELECT a.query_id, a.context_id, coalesce(q.kind, 'unknown') AS kind, a.sleep_budget, a.test_budget,
+       a.correct, a.completion_tokens, a.cost_usd
+FROM answers_current a
+JOIN queries_current q ON q.query_id = a.query_id AND q.context_hash = a.context_hash
+WHERE a.correct IS NOT NULL AND a.sample_index = 0
+"""
+_FIT_SLEEP = """
+SELECT context_id, sleep_budget, CAST(sum(completion_tokens) AS DOUBLE) AS sleep_tokens, sum(cost_usd) AS sleep_cost_usd
+FROM variants_current GROUP BY ALL
+"""
 
 
 def settings_from(config: PolicyConfig, test_budget_order: tuple[str, ...] = ()) -> PolicySettings:
@@ -19,10 +35,15 @@ def settings_from(config: PolicyConfig, test_budget_order: tuple[str, ...] = ())
 
 def fit_from_snapshot(con: duckdb.DuckDBPyConnection, config: PolicyConfig, test_budget_order: tuple[str, ...] = ()) -> Policy | None:
     """The policy for the data in ``con``; None when nothing is labeled yet."""
-    frames = load_frames(con)
-    if frames.answers.empty:
-        return None
-    return fit_policy(frames.answers, frames.sleep, settings_from(config, test_budget_order))
+    cur = con.cursor()  # its own result set: the caller may have one open on ``con``
+    try:
+        answers = cur.sql(_FIT_ANSWERS).to_arrow_table().to_pandas()
+        if answers.empty:
+            return None
+        sleep = cur.sql(_FIT_SLEEP).to_arrow_table().to_pandas()
+    finally:
+        cur.close()
+    return fit_policy(answers, sleep, settings_from(config, test_budget_order))
 
 
 def policy_rows(policy: Policy, run_id: str) -> list[dict[str, Any]]:
