@@ -23,7 +23,7 @@ from sleeptime.config import RunConfig
 from sleeptime.dataset import LoadResult
 from sleeptime.domain import ContextWithQueries, Usage, Variant, content_hash
 from sleeptime.storage import Lake, context_record, query_record
-from sleeptime.storage.warehouse import Snapshot, Warehouse, open_lake_index
+from sleeptime.storage.warehouse import KEYS, Snapshot, Warehouse, open_lake_index
 
 T = TypeVar("T")
 
@@ -83,13 +83,13 @@ def stage_ingest(lake: Lake, run_id: str, rows: Sequence[ContextWithQueries], di
             for cid, h in removed
         ]
     # Queries of unchanged contexts may still be new (a question added to the corpus).
-    known_queries = set(index.execute("SELECT query_id || '|' || context_hash FROM queries").fetchall())
-    queries = [
-        query_record(q, r.context.content_hash, run_id)
-        for r in rows
-        for q in r.queries
-        if (f"{q.id}|{r.context.content_hash}",) not in known_queries
-    ]
+    known_queries = {k for (k,) in index.execute("SELECT query_id || '|' || context_hash FROM queries").fetchall()}
+    queries = []
+    for r in rows:
+        if not r.queries:
+            continue
+        text_hash = r.context.content_hash  # a property that hashes the text: once per context, not per query
+        queries += [query_record(q, text_hash, run_id) for q in r.queries if f"{q.id}|{text_hash}" not in known_queries]
     known_bad = set(index.execute("SELECT source || '|' || location || '|' || reason FROM quarantine").fetchall())
     quarantine = [
         {**q.model_dump(), "run_id": run_id}
@@ -99,10 +99,20 @@ def stage_ingest(lake: Lake, run_id: str, rows: Sequence[ContextWithQueries], di
     staged = 0
     for table, records in (("contexts", contexts), ("queries", queries), ("quarantine", quarantine)):
         if records:
-            name = f"{table}-" + content_hash(sorted(json.dumps(r, sort_keys=True, default=str) for r in records))[:16]
-            lake.stage(table, name, records)
+            lake.stage(table, f"{table}-{_staged_name(table, run_id, records)}", records)
             staged += len(records)
     return staged
+
+
+def _staged_name(table: str, run_id: str, records: Sequence[dict[str, Any]]) -> str:
+    """A name for a staged file from the rows' keys and the run: the same rows get the same name.
+
+    Keys, not whole rows: JSON-encoding a million query rows to name their file took longer than
+    writing it (a row's other columns follow from its key within one run).
+    """
+    key = KEYS[table]
+    lines = sorted("\x1f".join(str(r[k]) for k in key) for r in records)
+    return content_hash(run_id, "\n".join(lines))[:16]
 
 
 # --- plan ------------------------------------------------------------------------------------

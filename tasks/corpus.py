@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -15,11 +13,25 @@ from sleeptime.storage import Lake
 from sleeptime.storage.warehouse import open_lake_index
 
 
-@dataclass
 class Ingested:
-    rows: list[ContextWithQueries]
-    loaded: LoadResult
-    diff: CorpusDiff
+    """What ingest found: the corpus rows, the load result, and the diff against the lake.
+
+    Deliberately not a dataclass (nor a pydantic model): Prefect walks every dataclass, model,
+    list and dict in a task's parameters, twice per task (collecting upstream inputs, then
+    resolving them), and this holds the whole corpus. At 10,000 contexts that walk cost about
+    11 s of CPU for each task that takes it (plan, summarize), growing with the corpus; an opaque
+    object is passed as it is.
+    """
+
+    __slots__ = ("rows", "loaded", "diff")
+
+    def __init__(self, rows: list[ContextWithQueries], loaded: LoadResult, diff: CorpusDiff):
+        self.rows = rows
+        self.loaded = loaded
+        self.diff = diff
+
+    def __repr__(self) -> str:
+        return f"Ingested({len(self.rows)} rows, diff {self.diff.counts()})"
 
 
 @task(name="ingest", cache_policy=NO_CACHE)
