@@ -1,7 +1,8 @@
 """The product's flows: refresh (sleep time), evaluate (test time), and run (both, then publish).
 
-Each flow: resolve config -> ingest + diff -> shard -> fan out on Ray -> stage -> GX gate ->
-publish. Only what is missing is computed, so rerunning an unchanged corpus makes no model call.
+Each flow: resolve config -> take the output lock -> recover -> ingest + diff -> shard -> fan out
+on Ray -> stage -> GX gate on the delta -> publish (one lake commit, the warehouse updated from
+it). Only what is missing is computed, so rerunning an unchanged corpus makes no model call.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from sleeptime.pipeline import RunSummary, new_run_id
+from sleeptime.storage.lock import OutputLock
 from tasks.corpus import ingest
 from tasks.local_models import LocalModels
 from tasks.model_work import advance_when_done, sleep_shard, test_shard
 from tasks.plan import plan_sleep, plan_test
-from tasks.publish import record_failed, validate_and_publish
+from tasks.publish import record_failed, recover_output, validate_and_publish, validate_full_task
 from tasks.ray_pool import RayPool
 from tasks.report import write_report_task
 from tasks.summary import resolve_config, summarize
@@ -33,10 +35,19 @@ class RunFailed(RuntimeError):
 
 
 def _pipeline(config_path: str | None, overrides: dict[str, Any], do_sleep: bool, do_test: bool,
-              do_report: bool = False) -> RunSummary:
+              do_report: bool = False, wait_for_lock: bool = False) -> RunSummary:
     started, t0 = datetime.now(timezone.utc), time.perf_counter()
     run_id = new_run_id()
     config = resolve_config(config_path, overrides)
+    # One writer per output location, taken before anything is read or any model is called; a
+    # second run exits (OutputLocked, exit 75 from the CLI) or, with wait_for_lock, queues.
+    with OutputLock(config.output_dir, run_id, wait=wait_for_lock):
+        return _locked(config, run_id, started, t0, do_sleep, do_test, do_report)
+
+
+def _locked(config, run_id: str, started: datetime, t0: float, do_sleep: bool, do_test: bool,
+            do_report: bool) -> RunSummary:
+    recovered = recover_output(config)
     ingested = ingest(config, run_id)
     sleep_outcomes, test_outcomes = [], []
     sleep_shards = plan_sleep(config, ingested) if do_sleep else []
@@ -53,6 +64,8 @@ def _pipeline(config_path: str | None, overrides: dict[str, Any], do_sleep: bool
             futures = [test_shard.submit(i, s, config, run_id, pool) for i, s in enumerate(test_shards)]
             test_outcomes = advance_when_done(futures, "test time", [len(s) for s in test_shards])
     summary = summarize(run_id, started, config, ingested, sleep_outcomes, test_outcomes, time.perf_counter() - t0)
+    if recovered["warehouse_rows_caught_up"] or recovered["interrupted_runs"]:
+        summary.extra["recovered"] = recovered
     if summary.failure_rate > config.max_failure_rate:
         record_failed(config, summary)
         raise RunFailed(
@@ -76,29 +89,40 @@ def _overrides(**kwargs: Any) -> dict[str, Any]:
 @flow(name="sleeptime-run", task_runner=ThreadPoolTaskRunner(max_workers=8))
 def run(config_path: str | None = None, corpus: str | None = None, output_dir: str | None = None,
         max_contexts: int | None = None, workers: int | None = None, shard_size: int | None = None,
-        ray_address: str | None = None) -> RunSummary:
+        ray_address: str | None = None, wait_for_lock: bool = False) -> RunSummary:
     """The main job: refresh (sleep time) + evaluate (test time) + publish + report."""
     overrides = _overrides(corpus=corpus, output_dir=output_dir, max_contexts=max_contexts, workers=workers,
                            shard_size=shard_size, ray_address=ray_address)
-    return _pipeline(config_path, overrides, do_sleep=True, do_test=True, do_report=True)
+    return _pipeline(config_path, overrides, do_sleep=True, do_test=True, do_report=True, wait_for_lock=wait_for_lock)
 
 
 @flow(name="sleeptime-refresh", task_runner=ThreadPoolTaskRunner(max_workers=8))
 def refresh(config_path: str | None = None, corpus: str | None = None, output_dir: str | None = None,
-            workers: int | None = None, shard_size: int | None = None, ray_address: str | None = None) -> RunSummary:
-    """Scheduled corpus refresh: sleep time for new and changed contexts, then publish."""
+            workers: int | None = None, shard_size: int | None = None, ray_address: str | None = None,
+            wait_for_lock: bool = True) -> RunSummary:
+    """Scheduled corpus refresh: sleep time for new and changed contexts, then publish.
+
+    A scheduled refresh waits for a run that holds the output location instead of failing."""
     overrides = _overrides(corpus=corpus, output_dir=output_dir, workers=workers, shard_size=shard_size,
                            ray_address=ray_address)
-    return _pipeline(config_path, overrides, do_sleep=True, do_test=False)
+    return _pipeline(config_path, overrides, do_sleep=True, do_test=False, wait_for_lock=wait_for_lock)
 
 
 @flow(name="sleeptime-evaluate", task_runner=ThreadPoolTaskRunner(max_workers=8))
 def evaluate(config_path: str | None = None, corpus: str | None = None, output_dir: str | None = None,
-             workers: int | None = None, shard_size: int | None = None, ray_address: str | None = None) -> RunSummary:
+             workers: int | None = None, shard_size: int | None = None, ray_address: str | None = None,
+             wait_for_lock: bool = True) -> RunSummary:
     """On-demand evaluation: the test-time grid over current variants, then publish."""
     overrides = _overrides(corpus=corpus, output_dir=output_dir, workers=workers, shard_size=shard_size,
                            ray_address=ray_address)
-    return _pipeline(config_path, overrides, do_sleep=False, do_test=True)
+    return _pipeline(config_path, overrides, do_sleep=False, do_test=True, wait_for_lock=wait_for_lock)
+
+
+@flow(name="sleeptime-validate-full")
+def validate_full(config_path: str | None = None, output_dir: str | None = None) -> str:
+    """Re-validate the whole published warehouse with the full GX suites (weekly; the publish
+    gate checks only each run's delta)."""
+    return validate_full_task(resolve_config(config_path, _overrides(output_dir=output_dir)))
 
 
 @flow(name="sleeptime-report")

@@ -23,6 +23,10 @@ corpus_app = typer.Typer(help="Generate, check and inspect corpora.", no_args_is
 app.add_typer(corpus_app, name="corpus")
 policy_app = typer.Typer(help="Inspect the fitted selection policy.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
+warehouse_app = typer.Typer(help="The DuckDB warehouse dashboards and the service read.", no_args_is_help=True)
+app.add_typer(warehouse_app, name="warehouse")
+lake_app = typer.Typer(help="The lake (DuckLake tables): history and time travel.", no_args_is_help=True)
+app.add_typer(lake_app, name="lake")
 
 # The query service: `sleeptime serve` and `sleeptime keys create|revoke|list` (their heavy imports
 # happen inside the commands, so mounting them costs nothing).
@@ -89,6 +93,7 @@ def run(
     shard_size: Annotated[Optional[int], typer.Option(help="Contexts per Prefect shard task.")] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="Join this Ray cluster instead of starting a local one.")] = None,
     quiet: Annotated[bool, typer.Option(help="Hide Prefect's console logs (they still reach the Prefect API).")] = True,
+    wait: Annotated[bool, typer.Option(help="If another run holds the output folder, wait for it instead of exiting with code 75.")] = False,
 ) -> None:
     """The main job: refresh + evaluate + publish through Prefect and Ray; prints the run summary
     and the accuracy/tokens table from the published warehouse."""
@@ -98,7 +103,16 @@ def run(
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from flows.pipeline import RunFailed
     from flows.pipeline import run as run_flow
+    from sleeptime.storage.lock import EXIT_LOCKED, OutputLock, OutputLocked
     from tasks import progress as task_progress
+
+    # Checked here too, before Prefect and Ray start, so a busy output folder costs nothing.
+    if not wait:
+        try:
+            OutputLock(cfg.output_dir).acquire_and_release()
+        except OutputLocked as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(EXIT_LOCKED) from exc
 
     overrides = {k: v for k, v in {"corpus": corpus, "output_dir": output_dir, "max_contexts": max_contexts,
                                     "workers": workers, "shard_size": shard_size, "ray_address": ray_address}.items()
@@ -107,10 +121,13 @@ def run(
     with _progress() as bar:
         task_progress.set_reporter(bar)
         try:
-            summary = run_flow(config_path=str(config) if config else None,
+            summary = run_flow(config_path=str(config) if config else None, wait_for_lock=wait,
                                **{k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()})
         except RunFailed as exc:
             failed, summary = exc, exc.summary
+        except OutputLocked as exc:  # taken by another run between the check above and the flow
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(EXIT_LOCKED) from exc
         finally:
             task_progress.set_reporter(None)
     for line in summary.lines():
@@ -304,6 +321,71 @@ def serve_local(
         pass
     finally:
         server.stop()
+
+
+OutputOpt = Annotated[Optional[Path], typer.Option(help="Output folder of the run (default: out/).")]
+WaitOpt = Annotated[bool, typer.Option(help="Wait for a run that holds the output folder instead of exiting 75.")]
+
+
+@contextmanager
+def _writer(cfg, wait: bool) -> Iterator[None]:
+    from sleeptime.storage.lock import EXIT_LOCKED, OutputLock, OutputLocked
+
+    try:
+        with OutputLock(cfg.output_dir, "cli", wait=wait):
+            yield
+    except OutputLocked as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(EXIT_LOCKED) from exc
+
+
+@warehouse_app.command("rebuild")
+def warehouse_rebuild(config: ConfigOpt = None, output_dir: OutputOpt = None, wait: WaitOpt = False) -> None:
+    """Rebuild the warehouse from the whole lake (a normal publish only applies what changed)."""
+    import time
+
+    from sleeptime.storage import Lake
+    from sleeptime.storage.warehouse import Warehouse
+
+    cfg = _load_config(config, output_dir=output_dir)
+    with _writer(cfg, wait):
+        t0 = time.perf_counter()
+        path = Warehouse(cfg.warehouse_path).rebuild(Lake(cfg.lake_dir))
+    console.print(f"rebuilt {path} from lake snapshot {Warehouse(path).lake_snapshot()} in {time.perf_counter() - t0:.1f}s")
+
+
+@app.command()
+def validate(
+    config: ConfigOpt = None,
+    output_dir: OutputOpt = None,
+    full: Annotated[bool, typer.Option("--full", help="Run the full GX suites over every current row (the publish gate checks only each run's delta).")] = False,
+) -> None:
+    """Validate the published warehouse with great-expectations; exit 1 on a failed expectation."""
+    from sleeptime.quality.snapshot import gate_full
+
+    cfg = _load_config(config, output_dir=output_dir)
+    if not full:
+        console.print("the publish gate validates each run's delta; pass --full to re-validate every current row")
+        raise typer.Exit(2)
+    with _published(cfg).read() as con:
+        ok, report_text = gate_full(con, cfg)
+    console.print(report_text, markup=False)
+    if not ok:
+        raise typer.Exit(1)
+
+
+@lake_app.command("history")
+def lake_history(config: ConfigOpt = None, output_dir: OutputOpt = None) -> None:
+    """Every lake commit that recorded a run: its snapshot id (for time travel), kind and run."""
+    from sleeptime.storage import Lake
+
+    cfg = _load_config(config, output_dir=output_dir)
+    table = Table("snapshot", "kind", "run_id")
+    for snapshot, kind, run_id in Lake(cfg.lake_dir).runs_by_snapshot():
+        table.add_row(str(snapshot), kind, run_id)
+    console.print(table)
+    console.print("read a table as of a snapshot: SELECT * FROM lake.answers AT (VERSION => <snapshot>) "
+                  "(docs/dashboards.md, 'Time travel')")
 
 
 if __name__ == "__main__":

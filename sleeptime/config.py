@@ -165,6 +165,10 @@ class RunConfig(BaseModel):
         return self.output_dir / "lake"
 
     @property
+    def spool_dir(self) -> Path:
+        return self.output_dir / "spool"
+
+    @property
     def warehouse_path(self) -> Path:
         return self.output_dir / "warehouse" / "sleeptime.duckdb"
 

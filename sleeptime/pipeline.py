@@ -1,8 +1,9 @@
-"""The refresh pipeline's logic, executor-free: diff, plan, shard, stage, publish.
+"""The refresh pipeline's logic, executor-free: ingest + diff, plan, stage, publish.
 
 Prefect tasks (tasks/) call these functions; Ray runs the model calls. Nothing here imports
 Prefect or Ray, so the rules (what counts as changed, what must be recomputed, when data may be
-published) are testable on their own.
+published) are testable on their own. Diff and plan are SQL over the lake (published + staged
+rows), so their cost follows what changed, not the size of the corpus.
 """
 
 from __future__ import annotations
@@ -15,15 +16,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
-import pyarrow.parquet as pq
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from sleeptime import _failpoints
-from sleeptime.compute import Failure, SleepJob, TestJob, sleep_jobs, test_jobs
+from sleeptime.compute import Failure, SleepJob, TestJob
 from sleeptime.config import RunConfig
-from sleeptime.dataset import LoadResult
-from sleeptime.domain import ContextWithQueries, Usage, Variant, content_hash
+from sleeptime.dataset import corpus_format, load_corpus, scan_project_jsonl
+from sleeptime.domain import Context, ContextWithQueries, Query, QuarantinedRow, Usage, Variant
+from sleeptime.prompts import PROMPT_VERSION
 from sleeptime.storage import Lake, context_record, query_record
-from sleeptime.storage.warehouse import KEYS, Snapshot, Warehouse, open_lake_index
+from sleeptime.storage.lake import STAGED_TABLES, as_arrow, lake_index
+from sleeptime.storage.warehouse import Candidate, Warehouse
 
 T = TypeVar("T")
 
@@ -34,135 +38,224 @@ def new_run_id() -> str:
     return f"r{now:%Y%m%dT%H%M%S%f}"
 
 
-# --- diff ------------------------------------------------------------------------------------
+# --- ingest and diff ----------------------------------------------------------------------------
 
 
 @dataclass
 class CorpusDiff:
     new: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
+    unchanged: int = 0  # a count: unchanged contexts are never materialised
     removed: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        return {k: len(getattr(self, k)) for k in ("new", "changed", "unchanged", "removed")}
+        return {"new": len(self.new), "changed": len(self.changed), "unchanged": self.unchanged,
+                "removed": len(self.removed)}
 
 
-def diff_corpus(rows: Sequence[ContextWithQueries], index: duckdb.DuckDBPyConnection) -> CorpusDiff:
-    current = dict(index.execute("SELECT context_id, content_hash FROM contexts_current").fetchall())
-    diff = CorpusDiff()
-    seen = set()
-    for row in rows:
-        cid = row.context.id
-        seen.add(cid)
-        if cid not in current:
-            diff.new.append(cid)
-        elif current[cid] != row.context.content_hash:
-            diff.changed.append(cid)
-        else:
-            diff.unchanged.append(cid)
-    diff.removed = sorted(set(current) - seen)
-    return diff
+@dataclass
+class IngestResult:
+    diff: CorpusDiff
+    rows: list[ContextWithQueries]  # the rows parsed this run (new, changed, edited): not the whole corpus
+    quarantined: list[QuarantinedRow]
+    source: str
+    staged: int = 0
+    parsed_lines: int = 0
 
 
-def stage_ingest(lake: Lake, run_id: str, rows: Sequence[ContextWithQueries], diff: CorpusDiff,
-                 loaded: LoadResult, index: duckdb.DuckDBPyConnection) -> int:
-    """Stage context versions, their queries, tombstones and new quarantined rows; returns rows staged."""
-    by_id = {r.context.id: r for r in rows}
-    touched = [by_id[c] for c in diff.new + diff.changed]
-    contexts = [context_record(r.context, run_id) for r in touched]
-    # A tombstone keeps the removed context's last version, marked deleted.
-    if diff.removed:
-        removed = index.execute(
-            "SELECT context_id, content_hash FROM contexts_current WHERE context_id IN (SELECT unnest(?))",
-            [diff.removed],
+def ingest_corpus(lake: Lake, run_id: str, corpus: str | Path, fmt: str = "auto",
+                  max_contexts: int | None = None) -> IngestResult:
+    """Load the corpus, diff it against the lake by content hash, and stage what is new.
+
+    A project-format JSONL corpus is read line by line and a line whose sha256 matches the
+    ``row_hash`` of a current context is skipped unparsed; other formats are loaded whole. The
+    diff and the staging checks are joins in DuckDB over Arrow columns.
+    """
+    with lake_index(lake) as idx:
+        current = idx.execute("SELECT context_id, content_hash, row_hash FROM contexts_current").to_arrow_table()
+    if corpus_format(corpus, fmt) == "project" and Path(corpus).suffix.lower() == ".jsonl":
+        hashes = pc.drop_null(current["row_hash"]).combine_chunks()
+        scan = scan_project_jsonl(corpus, lambda h: pc.is_in(h, value_set=hashes), limit=max_contexts)
+        loaded, row_hashes, known = scan.result, scan.row_hashes, scan.known
+    else:
+        loaded = load_corpus(corpus, format=fmt)
+        if max_contexts:
+            loaded.rows = loaded.rows[:max_contexts]
+        row_hashes, known = {}, pa.array([], pa.string())
+    rows = loaded.rows
+    parsed = pa.table({
+        "context_id": pa.array([r.context.id for r in rows], pa.string()),
+        "content_hash": pa.array([r.context.content_hash for r in rows], pa.string()),
+        "row_hash": pa.array([row_hashes.get(r.context.id) for r in rows], pa.string()),
+    })
+    with lake_index(lake) as idx:
+        idx.register("cur", current)
+        idx.register("parsed", parsed)
+        idx.register("known", pa.table({"row_hash": known}))
+        status = dict(idx.execute(
+            """SELECT p.context_id, CASE WHEN c.context_id IS NULL THEN 'new'
+                                         WHEN c.content_hash <> p.content_hash THEN 'changed'
+                                         WHEN c.row_hash IS DISTINCT FROM p.row_hash THEN 'edited'
+                                         ELSE 'same' END
+               FROM parsed p LEFT JOIN cur c USING (context_id)"""
+        ).fetchall())
+        removed = idx.execute(
+            """SELECT context_id, content_hash FROM cur c
+               WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.row_hash = c.row_hash)
+                 AND NOT EXISTS (SELECT 1 FROM parsed p WHERE p.context_id = c.context_id)
+               ORDER BY context_id"""
         ).fetchall()
+        diff = CorpusDiff(
+            new=[c for c, s in status.items() if s == "new"],
+            changed=[c for c, s in status.items() if s == "changed"],
+            unchanged=len(known) + sum(1 for s in status.values() if s in ("edited", "same")),
+            removed=[c for c, _ in removed],
+        )
+        # New versions, and unchanged texts whose line changed (edited queries or metadata): the
+        # row then carries the new line hash, so the next refresh can skip that line.
+        contexts = [
+            context_record(r.context, run_id, row_hash=row_hashes.get(r.context.id))
+            for r in rows if status[r.context.id] in ("new", "changed", "edited")
+        ]
         contexts += [
             {"context_id": cid, "content_hash": h, "source": "", "text": "", "metadata_json": "{}",
-             "deleted": True, "run_id": run_id}
+             "deleted": True, "run_id": run_id, "row_hash": None}
             for cid, h in removed
         ]
-    # Queries of unchanged contexts may still be new (a question added to the corpus).
-    known_queries = {k for (k,) in index.execute("SELECT query_id || '|' || context_hash FROM queries").fetchall()}
-    queries = []
-    for r in rows:
-        if not r.queries:
-            continue
-        text_hash = r.context.content_hash  # a property that hashes the text: once per context, not per query
-        queries += [query_record(q, text_hash, run_id) for q in r.queries if f"{q.id}|{text_hash}" not in known_queries]
-    known_bad = set(index.execute("SELECT source || '|' || location || '|' || reason FROM quarantine").fetchall())
-    quarantine = [
-        {**q.model_dump(), "run_id": run_id}
-        for q in loaded.quarantined
-        if (f"{q.source}|{q.location}|{q.reason}",) not in known_bad
-    ]
-    staged = 0
-    for table, records in (("contexts", contexts), ("queries", queries), ("quarantine", quarantine)):
-        if records:
-            lake.stage(table, f"{table}-{_staged_name(table, run_id, records)}", records)
-            staged += len(records)
-    return staged
-
-
-def _staged_name(table: str, run_id: str, records: Sequence[dict[str, Any]]) -> str:
-    """A name for a staged file from the rows' keys and the run: the same rows get the same name.
-
-    Keys, not whole rows: JSON-encoding a million query rows to name their file took longer than
-    writing it (a row's other columns follow from its key within one run).
-    """
-    key = KEYS[table]
-    lines = sorted("\x1f".join(str(r[k]) for k in key) for r in records)
-    return content_hash(run_id, "\n".join(lines))[:16]
+        # Queries of unchanged contexts may still be new (a question added to the corpus).
+        candidates = as_arrow("queries", [
+            query_record(q, h, run_id)
+            for r, h in zip(rows, parsed["content_hash"].to_pylist()) for q in r.queries
+        ])
+        idx.register("incoming_queries", candidates)
+        queries = idx.execute(
+            """SELECT * FROM incoming_queries i WHERE NOT EXISTS (
+                   SELECT 1 FROM queries q WHERE q.query_id = i.query_id AND q.context_hash = i.context_hash)"""
+        ).to_arrow_table()
+        bad = as_arrow("quarantine", [{**q.model_dump(), "run_id": run_id} for q in loaded.quarantined])
+        idx.register("incoming_bad", bad)
+        quarantine = idx.execute(
+            """SELECT * FROM incoming_bad i WHERE NOT EXISTS (
+                   SELECT 1 FROM quarantine q WHERE q.source = i.source AND q.location = i.location
+                   AND q.reason = i.reason)"""
+        ).to_arrow_table()
+    staged = lake.stage("contexts", contexts) + lake.stage("queries", queries) + lake.stage("quarantine", quarantine)
+    return IngestResult(diff, rows, loaded.quarantined, loaded.source, staged, len(rows) + len(loaded.quarantined))
 
 
 # --- plan ------------------------------------------------------------------------------------
 
 
-def pending_sleep_jobs(rows: Sequence[ContextWithQueries], config: RunConfig, index: duckdb.DuckDBPyConnection) -> list[SleepJob]:
-    """Every configured (context, budget, sample) whose variant is in neither the lake nor staging."""
-    done = {r[0] for r in index.execute("SELECT variant_id FROM variants").fetchall()}
-    jobs = sleep_jobs([r.context for r in rows], config.sleep_budgets)
-    return [j for j in jobs if j.key(config.sleep_model) not in done]
+def _slots(config: RunConfig) -> pa.Table:
+    pairs = [(b.name, k) for b in config.sleep_budgets if not b.is_none for k in range(b.samples)]
+    return pa.table({"sleep_budget": pa.array([p[0] for p in pairs], pa.string()),
+                     "sample_index": pa.array([p[1] for p in pairs], pa.int32())})
 
 
-def current_variants(lake: Lake, rows: Sequence[ContextWithQueries], config: RunConfig) -> list[Variant]:
-    """The variants of the corpus as it is now, at the configured budgets, from lake and staging."""
-    files = [str(p) for p in lake.files("variants")] + [str(p) for p in lake.staged_files("variants")]
-    if not files:
-        return []
-    wanted = {j.key(config.sleep_model) for j in sleep_jobs([r.context for r in rows], config.sleep_budgets)}
-    con = duckdb.connect()
-    try:
-        con.execute("CREATE TEMP TABLE wanted (variant_id VARCHAR)")
-        con.executemany("INSERT INTO wanted VALUES (?)", [[w] for w in wanted])
-        records = con.execute(
-            "SELECT DISTINCT ON (variant_id) * FROM read_parquet(?, union_by_name = true) "
-            "WHERE variant_id IN (SELECT variant_id FROM wanted) ORDER BY variant_id, run_id DESC",
-            [files],
-        ).fetchall()
-        columns = [d[0] for d in con.description]
-    finally:
-        con.close()
-    out = []
-    for values in records:
-        r = dict(zip(columns, values))
-        out.append(
-            Variant(
-                context_id=r["context_id"], context_hash=r["context_hash"], model=r["model"],
-                sleep_budget=r["sleep_budget"], sample_index=r["sample_index"], prompt_version=r["prompt_version"],
-                text=r["text"], usage=Usage(prompt_tokens=r["prompt_tokens"], completion_tokens=r["completion_tokens"]),
-                cost_usd=r["cost_usd"], latency_s=r["latency_s"],
-            )
-        )
-    return out
+def _context(r: dict[str, Any]) -> Context:
+    return Context(id=r["context_id"], text=r["text"], source=r["source"] or "",
+                   metadata=json.loads(r["metadata_json"] or "{}"))
 
 
-def pending_test_jobs(rows: Sequence[ContextWithQueries], variants: Sequence[Variant], config: RunConfig,
-                      index: duckdb.DuckDBPyConnection) -> list[TestJob]:
-    done = {r[0] for r in index.execute("SELECT answer_id FROM answers").fetchall()}
-    labeled = [r for r in rows if r.queries]
-    jobs = test_jobs(labeled, variants, config.test_budgets, config.pass_at_k)
-    return [j for j in jobs if j.key(config.test_model) not in done]
+def pending_sleep_jobs(lake: Lake, config: RunConfig) -> list[SleepJob]:
+    """Every configured (current context, budget, sample) whose variant is in neither the lake nor staging."""
+    budgets = {b.name: b for b in config.sleep_budgets}
+    with lake_index(lake) as idx:
+        idx.register("slots", _slots(config))
+        rows = _dicts(idx.execute(
+            """SELECT c.context_id, c.text, c.source, c.metadata_json, s.sleep_budget, s.sample_index
+               FROM contexts_current c CROSS JOIN slots s
+               WHERE NOT EXISTS (
+                   SELECT 1 FROM variants v WHERE v.context_hash = c.content_hash AND v.model = ?
+                   AND v.sleep_budget = s.sleep_budget AND v.sample_index = s.sample_index AND v.prompt_version = ?)
+               ORDER BY c.context_id, s.sleep_budget, s.sample_index""",
+            [config.sleep_model, PROMPT_VERSION],
+        ))
+    contexts: dict[str, Context] = {}
+    jobs = []
+    for r in rows:
+        ctx = contexts.get(r["context_id"]) or contexts.setdefault(r["context_id"], _context(r))
+        jobs.append(SleepJob(ctx, budgets[r["sleep_budget"]], r["sample_index"]))
+    return jobs
+
+
+_CURRENT_VARIANTS = """
+SELECT DISTINCT ON (v.variant_id) v.*
+FROM variants v JOIN contexts_current c ON v.context_id = c.context_id AND v.context_hash = c.content_hash
+JOIN slots s ON s.sleep_budget = v.sleep_budget AND s.sample_index = v.sample_index
+WHERE v.model = ? AND v.prompt_version = ?
+ORDER BY v.variant_id, v.run_id DESC
+"""
+
+
+def pending_test_jobs(lake: Lake, config: RunConfig) -> tuple[list[TestJob], int]:
+    """(Every labeled query x (raw context and each current variant) x test budget not answered
+    yet, plus the extra raw samples of pass@k; the number of current variants)."""
+    budgets = {t.name: t for t in config.test_budgets}
+    grid = [(t.name, 0, False) for t in config.test_budgets] + [
+        (t.name, k, True) for t in config.test_budgets for k in range(1, config.pass_at_k)
+    ]
+    tb = pa.table({"test_budget": [g[0] for g in grid], "sample_index": pa.array([g[1] for g in grid], pa.int32()),
+                   "raw_only": [g[2] for g in grid]})
+    with lake_index(lake) as idx:
+        idx.register("slots", _slots(config))
+        idx.register("tb", tb)
+        plan_variants = idx.execute(_CURRENT_VARIANTS, [config.sleep_model, PROMPT_VERSION]).to_arrow_table()
+        idx.register("plan_variants", plan_variants)
+        n_variants = plan_variants.num_rows
+        rows = _dicts(idx.execute(
+            """WITH queries_now AS (
+                   SELECT q.* FROM queries q JOIN contexts_current c
+                   ON q.context_id = c.context_id AND q.context_hash = c.content_hash),
+               src AS (
+                   SELECT c.context_id, c.content_hash, NULL::VARCHAR AS variant_id FROM contexts_current c
+                   UNION ALL
+                   SELECT v.context_id, v.context_hash, v.variant_id FROM plan_variants v),
+               grid AS (
+                   SELECT q.query_id, q.text AS query_text, q.gold_answer, q.kind, s.context_id, s.content_hash,
+                          s.variant_id, t.test_budget, t.sample_index
+                   FROM queries_now q
+                   JOIN src s ON s.context_id = q.context_id AND s.content_hash = q.context_hash
+                   CROSS JOIN tb t
+                   WHERE NOT t.raw_only OR s.variant_id IS NULL)
+               SELECT g.*, c.text, c.source, c.metadata_json FROM grid g
+               JOIN contexts_current c ON c.context_id = g.context_id
+               WHERE NOT EXISTS (
+                   SELECT 1 FROM answers a WHERE a.query_id = g.query_id AND a.context_hash = g.content_hash
+                   AND a.variant_id IS NOT DISTINCT FROM g.variant_id AND a.test_model = ?
+                   AND a.test_budget = g.test_budget AND a.prompt_version = ? AND a.sample_index = g.sample_index)
+               ORDER BY g.context_id, g.query_id, g.variant_id NULLS FIRST, g.test_budget, g.sample_index""",
+            [config.test_model, PROMPT_VERSION],
+        ))
+        wanted = sorted({r["variant_id"] for r in rows if r["variant_id"]})
+        variants: dict[str, Variant] = {}
+        if wanted:
+            idx.register("wanted", pa.table({"variant_id": pa.array(wanted, pa.string())}))
+            for v in _dicts(idx.execute(
+                "SELECT * FROM plan_variants WHERE variant_id IN (SELECT variant_id FROM wanted)"
+            )):
+                variants[v["variant_id"]] = Variant(
+                    context_id=v["context_id"], context_hash=v["context_hash"], model=v["model"],
+                    sleep_budget=v["sleep_budget"], sample_index=v["sample_index"], prompt_version=v["prompt_version"],
+                    text=v["text"], usage=Usage(prompt_tokens=v["prompt_tokens"], completion_tokens=v["completion_tokens"]),
+                    cost_usd=v["cost_usd"], latency_s=v["latency_s"],
+                )
+    contexts: dict[str, Context] = {}
+    queries: dict[str, Query] = {}
+    jobs = []
+    for r in rows:
+        ctx = contexts.get(r["context_id"]) or contexts.setdefault(r["context_id"], _context(r))
+        q = queries.get(r["query_id"]) or queries.setdefault(r["query_id"], Query(
+            id=r["query_id"], context_id=r["context_id"], text=r["query_text"], gold_answer=r["gold_answer"],
+            kind=r["kind"]))
+        variant = variants[r["variant_id"]] if r["variant_id"] else None
+        jobs.append(TestJob(ctx, q, budgets[r["test_budget"]], variant, r["sample_index"]))
+    return jobs, n_variants
+
+
+def _dicts(result: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    columns = [d[0] for d in result.description]
+    return [dict(zip(columns, values)) for values in result.fetchall()]
 
 
 def shard(items: Sequence[T], size: int) -> list[list[T]]:
@@ -268,49 +361,73 @@ class RunSummary:
 class PublishOutcome:
     published: bool
     reason: str
-    snapshot_files: int = 0
+    lake_snapshot: int | None = None
+    rows_applied: dict[str, int] = field(default_factory=dict)
 
 
-GateFn = Callable[[Path], tuple[bool, str]]
-# Reads a candidate snapshot, returns derived rows per table (e.g. the fitted policy).
-DeriveFn = Callable[[Path], dict[str, list[dict[str, Any]]]]
+# Reads the candidate (the warehouse as it will be) and the run's delta; returns (ok, report).
+GateFn = Callable[[Candidate], tuple[bool, str]]
+# Reads the candidate; returns derived rows per table (the fitted policy), or nothing.
+DeriveFn = Callable[[duckdb.DuckDBPyConnection], dict[str, list[dict[str, Any]]]]
+# Rows waiting outside the lake (the service's query log): (table, rows, callback once committed).
+SpoolFn = Callable[[], tuple[dict[str, pa.Table], Callable[[], None]]]
+
+# A change to these tables can change the fitted policy; a publish without one keeps it.
+_POLICY_INPUTS = ("contexts", "queries", "variants", "answers")
 
 
-def publish(lake: Lake, warehouse: Warehouse, summary: RunSummary, gate: GateFn, derive: DeriveFn | None = None) -> PublishOutcome:
-    """Build a candidate from lake + staging, derive, gate it, then commit staging and swap the snapshot.
+def publish(lake: Lake, warehouse: Warehouse, summary: RunSummary, gate: GateFn,
+            derive: DeriveFn | None = None, spool: SpoolFn | None = None) -> PublishOutcome:
+    """Apply the run's staged rows to a candidate warehouse, derive, gate, then commit and switch.
 
-    The run's own row is staged with the rest, so the published history includes it. Derived
-    rows are staged too (they are part of what the gate accepts or refuses). A failed gate moves
-    the staged rows to _rejected/<run_id>/, records the run as rejected, and leaves the published
-    file as it was.
+    1. candidate: the published warehouse, copied and caught up with the lake, plus the staged
+       rows (the same upsert the lake's commit will do), plus derived rows (a new policy version).
+    2. the GX gate over the delta and SQL cross-checks on the candidate.
+    3. pass: one lake commit (staged -> published, derived, spooled, the run's row); then the
+       candidate records the lake snapshot and replaces the published file (atomic rename).
+       fail: the staged rows are dropped in one commit (readable by time travel), the run is
+       recorded as rejected, and the published warehouse is untouched.
     """
-    warehouse.cleanup_candidates()
-    summary.status = "published"
-    lake.stage("runs", f"run-{summary.run_id}", [summary.record()])
-    snapshot: Snapshot = warehouse.build(lake, include_staged=True)
-    _failpoints.failpoint(_failpoints.PUBLISH_AFTER_BUILD)
+    candidate = warehouse.candidate(lake)
+    spooled: dict[str, pa.Table] = {}
+    committed_spool: Callable[[], None] = lambda: None
     try:
-        for table, records in (derive(snapshot.path) if derive else {}).items():
-            if records:
-                name = f"{table}-" + content_hash(sorted(json.dumps(r, sort_keys=True, default=str) for r in records))[:16]
-                path = lake.stage(table, name, records)
-                warehouse.append(snapshot, table, pq.read_table(path))
-        ok, report = gate(snapshot.path)
+        candidate.apply_staged(STAGED_TABLES)
+        _failpoints.failpoint(_failpoints.PUBLISH_AFTER_BUILD)
+        derived: dict[str, pa.Table] = {}
+        if derive and any(candidate.rows_applied.get(t) for t in _POLICY_INPUTS):
+            for table, records in derive(candidate.con).items():
+                if records:
+                    derived[table] = as_arrow(table, records)
+                    candidate.apply(table, derived[table])
+        if spool:
+            spooled, committed_spool = spool()
+            for table, arrow in spooled.items():
+                candidate.apply(table, arrow)
+        ok, report = gate(candidate)
     except BaseException:
-        warehouse.discard(snapshot)
+        candidate.discard()
         raise
     summary.gate_report = report
     if not ok:
-        warehouse.discard(snapshot)
-        lake.reject_staged(summary.run_id)
+        candidate.discard()
         summary.status = "rejected"
-        lake.write("runs", summary.run_id, [summary.record()], name=f"run-{summary.run_id}")
+        lake.reject(summary.record())
         return PublishOutcome(False, report)
     _failpoints.failpoint(_failpoints.PUBLISH_AFTER_GATE)
-    lake.commit_staged(summary.run_id)
+    summary.status = "published"
+    record = summary.record()
+    try:
+        snapshot = lake.publish(record, derived, spooled)
+    except BaseException:
+        candidate.discard()
+        raise
+    committed_spool()
     _failpoints.failpoint(_failpoints.PUBLISH_BEFORE_SWAP)
-    warehouse.publish(snapshot)
-    return PublishOutcome(True, report, len(snapshot.files))
+    candidate.apply("runs", as_arrow("runs", [record]))
+    candidate.finish(snapshot)
+    warehouse.publish(candidate)
+    return PublishOutcome(True, report, snapshot, dict(candidate.rows_applied))
 
 
 def record_failed_run(lake: Lake, summary: RunSummary) -> None:
@@ -318,4 +435,31 @@ def record_failed_run(lake: Lake, summary: RunSummary) -> None:
     published, and its finished shards stay staged so the rerun reuses them and retries only the
     failed items."""
     summary.status = "failed"
-    lake.write("runs", summary.run_id, [summary.record()], name=f"run-{summary.run_id}")
+    lake.write("runs", [summary.record()], run_id=summary.run_id, kind="failed")
+
+
+def recover(lake: Lake, warehouse: Warehouse) -> dict[str, Any]:
+    """What a run does first, under the output lock: repair what a crashed run left.
+
+    - a lake commit the warehouse does not show yet (killed between the two) is applied now;
+    - staged rows of a run with no row in ``runs`` (killed before its publish) get an
+      ``interrupted`` row, so history says what happened; this run publishes those rows;
+    - data files of a commit that never happened are deleted.
+    """
+    lake.maintain()
+    repaired = warehouse.catch_up(lake)
+    with lake.cursor() as cur:
+        orphans = [r[0] for r in cur.execute(
+            "SELECT DISTINCT run_id FROM (" + " UNION ALL ".join(
+                f"SELECT run_id FROM lake.staging.{t}" for t in STAGED_TABLES
+            ) + ") WHERE run_id NOT IN (SELECT run_id FROM lake.main.runs) ORDER BY run_id"
+        ).fetchall()]
+    if orphans:
+        lake.write("runs", [_interrupted(r) for r in orphans], kind="recover")
+    return {"warehouse_rows_caught_up": repaired, "interrupted_runs": orphans}
+
+
+def _interrupted(run_id: str) -> dict[str, Any]:
+    record = RunSummary(run_id=run_id, corpus="", started_at=None).record()  # type: ignore[arg-type]
+    return {**record, "status": "interrupted", "finished_at": None,
+            "detail_json": json.dumps({"note": "killed before publishing; its staged rows were published by a later run"})}

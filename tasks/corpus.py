@@ -6,32 +6,30 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from sleeptime.config import RunConfig
-from sleeptime.dataset import LoadResult, ensure_demo_corpus, load_corpus
-from sleeptime.domain import ContextWithQueries
-from sleeptime.pipeline import CorpusDiff, diff_corpus, stage_ingest
+from sleeptime.dataset import ensure_demo_corpus
+from sleeptime.pipeline import CorpusDiff, IngestResult, ingest_corpus
 from sleeptime.storage import Lake
-from sleeptime.storage.warehouse import open_lake_index
 
 
 class Ingested:
-    """What ingest found: the corpus rows, the load result, and the diff against the lake.
+    """What ingest found: the parsed rows, what was set aside, and the diff against the lake.
 
     Deliberately not a dataclass (nor a pydantic model): Prefect walks every dataclass, model,
-    list and dict in a task's parameters, twice per task (collecting upstream inputs, then
-    resolving them), and this holds the whole corpus. At 10,000 contexts that walk cost about
-    11 s of CPU for each task that takes it (plan, summarize), growing with the corpus; an opaque
+    list and dict in a task's parameters, twice per task, and this can hold many rows; an opaque
     object is passed as it is.
     """
 
-    __slots__ = ("rows", "loaded", "diff")
+    __slots__ = ("result",)
 
-    def __init__(self, rows: list[ContextWithQueries], loaded: LoadResult, diff: CorpusDiff):
-        self.rows = rows
-        self.loaded = loaded
-        self.diff = diff
+    def __init__(self, result: IngestResult):
+        self.result = result
+
+    @property
+    def diff(self) -> CorpusDiff:
+        return self.result.diff
 
     def __repr__(self) -> str:
-        return f"Ingested({len(self.rows)} rows, diff {self.diff.counts()})"
+        return f"Ingested({len(self.result.rows)} parsed rows, diff {self.diff.counts()})"
 
 
 @task(name="ingest", cache_policy=NO_CACHE)
@@ -40,15 +38,9 @@ def ingest(config: RunConfig, run_id: str) -> Ingested:
     logger = get_run_logger()
     if ensure_demo_corpus(config):
         logger.info("generated the demo corpus at %s", config.corpus)
-    loaded = load_corpus(config.corpus, format=config.corpus_format)
-    logger.info(loaded.summary())
-    rows = loaded.rows[: config.max_contexts] if config.max_contexts else loaded.rows
-    lake = Lake(config.lake_dir)
-    index = open_lake_index(lake)
-    try:
-        diff = diff_corpus(rows, index)
-        staged = stage_ingest(lake, run_id, rows, diff, loaded, index)
-    finally:
-        index.close()
-    logger.info("contexts %s; staged %d rows", diff.counts(), staged)
-    return Ingested(rows, loaded, diff)
+    result = ingest_corpus(Lake(config.lake_dir), run_id, config.corpus, config.corpus_format, config.max_contexts)
+    logger.info(
+        "read %s: parsed %d lines (%d rows kept, %d set aside); contexts %s; staged %d rows",
+        result.source, result.parsed_lines, len(result.rows), len(result.quarantined), result.diff.counts(), result.staged,
+    )
+    return Ingested(result)

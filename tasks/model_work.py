@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from sleeptime.compute import Failure, SleepJob, TestJob
 from sleeptime.config import RunConfig
-from sleeptime.domain import Usage, content_hash
+from sleeptime.domain import Usage
 from sleeptime.storage import Lake, answer_record, variant_record
 from tasks import progress
 from tasks.ray_pool import RayPool
@@ -40,11 +40,8 @@ def _run_shard(stage: str, index: int, jobs: list, config: RunConfig, run_id: st
         result, stats = ray.get((actor.sleep if stage == "sleep" else actor.test).remote(model, jobs))
     records = [to_record(row, run_id) for row in result.rows]
     lake = Lake(config.lake_dir)
-    name = f"{table}-" + content_hash(sorted(j.key(model) for j in jobs))[:16]
-    if records:
-        lake.stage(table, name, records)
-    if result.failures:
-        lake.stage("failures", f"failures-{name}", [{**f.model_dump(), "run_id": run_id} for f in result.failures])
+    lake.stage(table, records)
+    lake.stage("failures", [{**f.model_dump(), "run_id": run_id} for f in result.failures])
     get_run_logger().info(
         "%s shard %d: %d %s, %d failures, %d calls, %d cache hits", stage, index, len(records), table,
         len(result.failures), stats.get("calls", 0), stats.get("cache_hits", 0),

@@ -10,9 +10,8 @@ from prefect.cache_policies import NO_CACHE
 
 from sleeptime.compute import SleepJob, TestJob
 from sleeptime.config import RunConfig
-from sleeptime.pipeline import current_variants, pending_sleep_jobs, pending_test_jobs, shard
+from sleeptime.pipeline import pending_sleep_jobs, pending_test_jobs, shard
 from sleeptime.storage import Lake
-from sleeptime.storage.warehouse import open_lake_index
 from tasks.corpus import Ingested
 
 J = TypeVar("J", SleepJob, TestJob)
@@ -29,11 +28,7 @@ def _by_context(jobs: list[J], shard_size: int) -> list[list[J]]:
 @task(name="plan-sleep", cache_policy=NO_CACHE)
 def plan_sleep(config: RunConfig, ingested: Ingested) -> list[list[SleepJob]]:
     """Sleep jobs for every configured budget and sample whose variant does not exist yet."""
-    index = open_lake_index(Lake(config.lake_dir))
-    try:
-        jobs = pending_sleep_jobs(ingested.rows, config, index)
-    finally:
-        index.close()
+    jobs = pending_sleep_jobs(Lake(config.lake_dir), config)
     shards = _by_context(jobs, config.shard_size)
     get_run_logger().info("sleep time: %d jobs in %d shards of up to %d contexts", len(jobs), len(shards), config.shard_size)
     return shards
@@ -42,13 +37,7 @@ def plan_sleep(config: RunConfig, ingested: Ingested) -> list[list[SleepJob]]:
 @task(name="plan-test", cache_policy=NO_CACHE)
 def plan_test(config: RunConfig, ingested: Ingested) -> list[list[TestJob]]:
     """Test jobs (raw context and every current variant, every test budget) not answered yet."""
-    lake = Lake(config.lake_dir)
-    variants = current_variants(lake, ingested.rows, config)
-    index = open_lake_index(lake)
-    try:
-        jobs = pending_test_jobs(ingested.rows, variants, config, index)
-    finally:
-        index.close()
+    jobs, n_variants = pending_test_jobs(Lake(config.lake_dir), config)
     shards = _by_context(jobs, config.shard_size)
-    get_run_logger().info("test time: %d jobs in %d shards (%d current variants)", len(jobs), len(shards), len(variants))
+    get_run_logger().info("test time: %d jobs in %d shards (%d current variants)", len(jobs), len(shards), n_variants)
     return shards

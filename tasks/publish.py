@@ -1,33 +1,53 @@
-"""Tasks: gate the candidate snapshot with great-expectations and publish it, or refuse."""
+"""Tasks: repair what a crashed run left, gate the run's delta and publish it, or refuse."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from sleeptime.config import RunConfig
-from sleeptime.pipeline import PublishOutcome, RunSummary, publish, record_failed_run
+from sleeptime.pipeline import PublishOutcome, RunSummary, publish, record_failed_run, recover
 from sleeptime.policy.store import derive_policy
-from sleeptime.quality.snapshot import gate_snapshot
+from sleeptime.quality.snapshot import gate_delta, gate_full
 from sleeptime.storage import Lake
+from sleeptime.storage.spool import Spool
 from sleeptime.storage.warehouse import Warehouse
+
+
+@task(name="recover", cache_policy=NO_CACHE)
+def recover_output(config: RunConfig) -> dict[str, Any]:
+    """Catch the warehouse up with a commit it missed, record interrupted runs, drop orphan files."""
+    found = recover(Lake(config.lake_dir), Warehouse(config.warehouse_path))
+    logger = get_run_logger()
+    if found["warehouse_rows_caught_up"]:
+        logger.warning("the warehouse missed the last lake commit (a run was killed in between); "
+                       "applied its %d rows", found["warehouse_rows_caught_up"])
+    if found["interrupted_runs"]:
+        logger.warning("runs %s were killed before publishing; their finished work is reused",
+                       ", ".join(found["interrupted_runs"]))
+    return found
 
 
 @task(name="validate-and-publish", cache_policy=NO_CACHE)
 def validate_and_publish(config: RunConfig, summary: RunSummary) -> PublishOutcome:
     logger = get_run_logger()
     test_order = tuple(b.name for b in config.test_budgets)
+    spool = Spool(config.spool_dir)
     outcome = publish(
         Lake(config.lake_dir),
         Warehouse(config.warehouse_path),
         summary,
-        gate=lambda path: gate_snapshot(path, config),
-        derive=lambda path: derive_policy(path, config.policy, summary.run_id, test_order),
+        gate=lambda candidate: gate_delta(candidate, config, summary.run_id),
+        derive=lambda con: derive_policy(con, config.policy, summary.run_id, test_order),
+        spool=spool.take,
     )
     if outcome.published:
-        logger.info("published %s (%d lake files)", config.warehouse_path, outcome.snapshot_files)
+        logger.info("published lake snapshot %s to %s (rows %s)", outcome.lake_snapshot, config.warehouse_path,
+                    outcome.rows_applied)
     else:
-        logger.error("quality gate refused the snapshot; the previous one stays published:\n%s", outcome.reason)
+        logger.error("quality gate refused the run's rows; the previous snapshot stays published:\n%s", outcome.reason)
     return outcome
 
 
@@ -38,3 +58,19 @@ def record_failed(config: RunConfig, summary: RunSummary) -> None:
         "%d of %d items failed (%.1f%% > max_failure_rate %.1f%%); nothing published, finished work stays staged",
         len(summary.failures), summary.items_attempted, 100 * summary.failure_rate, 100 * config.max_failure_rate,
     )
+
+
+class ValidationFailed(RuntimeError):
+    """The full re-validation found failed expectations in the published warehouse."""
+
+
+@task(name="validate-full", cache_policy=NO_CACHE)
+def validate_full_task(config: RunConfig) -> str:
+    """The full GX suites over every current row of the published warehouse."""
+    with Warehouse(config.warehouse_path).read() as con:
+        ok, report = gate_full(con, config)
+    if not ok:
+        get_run_logger().error("full validation failed:\n%s", report)
+        raise ValidationFailed(report)
+    get_run_logger().info(report)
+    return report

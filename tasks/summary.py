@@ -32,7 +32,7 @@ def resolve_config(config_path: str | None, overrides: dict[str, Any]) -> RunCon
 def summarize(run_id: str, started_at: datetime, config: RunConfig, ingested: Ingested,
               sleep: list[ShardOutcome], test: list[ShardOutcome], seconds: float) -> RunSummary:
     summary = RunSummary(run_id=run_id, corpus=str(config.corpus), started_at=started_at, diff=ingested.diff)
-    summary.quarantined = len(ingested.loaded.quarantined)
+    summary.quarantined = len(ingested.result.quarantined)
     summary.shards = len(sleep) + len(test)
     summary.workers = config.workers
     summary.seconds = seconds

@@ -14,17 +14,22 @@ list of structs)::
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import math
 import os
 import re
 import tempfile
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from sleeptime.domain import Context, ContextWithQueries, QuarantinedRow, Query, short_id
 
@@ -117,28 +122,118 @@ def _detect_format(path: Path) -> str:
 def load_project_file(path: str | Path) -> LoadResult:
     """Load the project's own format from ``.jsonl``/``.json`` or ``.parquet``."""
     p = _existing_file(path)
-    source = str(p)
-    rows: list[ContextWithQueries] = []
-    quarantined: list[QuarantinedRow] = []
-    first_seen: dict[str, str] = {}
-
+    acc = _ProjectRows(str(p))
     for record in _records(p):
+        acc.accept(record)
+    return LoadResult(rows=acc.rows, quarantined=acc.quarantined, source=acc.source)
+
+
+class _ProjectRows:
+    """Validates project-format records one by one: rows kept, rows set aside, duplicate ids."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.rows: list[ContextWithQueries] = []
+        self.quarantined: list[QuarantinedRow] = []
+        self.first_seen: dict[str, str] = {}
+
+    def accept(self, record: _Record) -> ContextWithQueries | None:
         if record.error is not None or record.value is None:
-            quarantined.append(record.quarantine(source, record.error or "unreadable row"))
-            continue
+            self.quarantined.append(record.quarantine(self.source, record.error or "unreadable row"))
+            return None
         try:
-            row, bad_queries = _project_row(record.value, record.location, source)
+            row, bad_queries = _project_row(record.value, record.location, self.source)
         except _Reject as reject:
-            quarantined.append(record.quarantine(source, reject.reason))
-            continue
+            self.quarantined.append(record.quarantine(self.source, reject.reason))
+            return None
         cid = row.context.id
-        if cid in first_seen:
-            quarantined.append(record.quarantine(source, f"duplicate id {cid!r} (first seen at {first_seen[cid]})"))
-            continue
-        first_seen[cid] = record.location
-        rows.append(row)
-        quarantined.extend(bad_queries)
-    return LoadResult(rows=rows, quarantined=quarantined, source=source)
+        if cid in self.first_seen:
+            self.quarantined.append(
+                record.quarantine(self.source, f"duplicate id {cid!r} (first seen at {self.first_seen[cid]})")
+            )
+            return None
+        self.first_seen[cid] = record.location
+        self.rows.append(row)
+        self.quarantined.extend(bad_queries)
+        return row
+
+
+@dataclass
+class JsonlScan:
+    """What ``scan_project_jsonl`` found: the lines it had to parse, and the ones it could skip."""
+
+    result: LoadResult  # rows and set-aside rows of the lines that were parsed
+    row_hashes: dict[str, str]  # context id -> sha256 of its line, for the parsed rows
+    known: "pa.Array"  # line hashes the caller already knew (unchanged rows), never parsed
+
+
+def line_hash(line: bytes) -> str:
+    return hashlib.sha256(line.rstrip(b"\r\n")).hexdigest()
+
+
+def scan_project_jsonl(
+    path: str | Path, is_known: Callable[["pa.Array"], "pa.Array"], *, limit: int | None = None,
+    chunk_lines: int = 50_000,
+) -> JsonlScan:
+    """Read a project-format JSONL corpus, parsing only the lines whose hash ``is_known`` rejects.
+
+    A refresh of a large corpus where little changed then costs a sha256 per line and one Arrow
+    set lookup per chunk, not a JSON parse and a pydantic row per context. ``limit`` keeps the
+    first ``limit`` usable rows (known or valid), like ``rows[:limit]`` of a full load.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    p = _existing_file(path)
+    acc = _ProjectRows(str(p))
+    row_hashes: dict[str, str] = {}
+    known: list[pa.Array] = []
+    kept, lineno = 0, 0
+    try:
+        fh = p.open("rb")
+    except OSError as exc:
+        raise CorpusError(f"cannot read corpus {p}: {exc}") from exc
+    with fh:
+        while limit is None or kept < limit:
+            lines = list(itertools.islice(fh, chunk_lines))
+            if not lines:
+                break
+            if lineno == 0:
+                lines[0] = lines[0].removeprefix(_UTF8_BOM)
+            digests = pa.array([line_hash(line) for line in lines], pa.string())
+            mask = pc.fill_null(is_known(digests), False).to_pylist()
+            take = []
+            for i, (line, hit) in enumerate(zip(lines, mask)):
+                if limit is not None and kept >= limit:
+                    break
+                if hit:
+                    take.append(i)
+                    kept += 1
+                    continue
+                for record in _line_record(line, lineno + i + 1):
+                    row = acc.accept(record)
+                    if row is not None:
+                        row_hashes[row.context.id] = digests[i].as_py()
+                        kept += 1
+            if take:
+                known.append(digests.take(pa.array(take, pa.int64())))
+            lineno += len(lines)
+    return JsonlScan(
+        LoadResult(rows=acc.rows, quarantined=acc.quarantined, source=acc.source),
+        row_hashes,
+        pa.concat_arrays(known) if known else pa.array([], pa.string()),
+    )
+
+
+def corpus_format(path: str | Path, format: str = "auto") -> str:  # noqa: A002 (public API name)
+    """The format ``load_corpus`` would use for ``path``."""
+    p = Path(path)
+    fmt = format.strip().lower().replace("_", "-")
+    if fmt not in FORMATS:
+        raise CorpusError(f"unknown corpus format {format!r} for {p}; expected one of {', '.join(FORMATS)}")
+    if not p.exists():
+        raise CorpusError(f"corpus not found: {p}")
+    return _detect_format(p) if fmt == "auto" else fmt
 
 
 def load_gsm_symbolic(path: str | Path) -> LoadResult:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -54,16 +53,14 @@ def policy_rows(policy: Policy, run_id: str) -> list[dict[str, Any]]:
     return rows
 
 
-def derive_policy(candidate: Path, config: PolicyConfig, run_id: str, test_budget_order: tuple[str, ...] = ()) -> dict[str, list[dict[str, Any]]]:
-    """Rows to add to a candidate snapshot: a new policy version, or nothing if it is unchanged."""
-    con = duckdb.connect(str(candidate), read_only=True)
-    try:
-        policy = fit_from_snapshot(con, config, test_budget_order)
-        if policy is None:
-            return {}
-        known = con.execute("SELECT count(*) FROM policies WHERE policy_version = ?", [policy.version]).fetchone()[0]
-    finally:
-        con.close()
+def derive_policy(con: duckdb.DuckDBPyConnection, config: PolicyConfig, run_id: str,
+                  test_budget_order: tuple[str, ...] = ()) -> dict[str, list[dict[str, Any]]]:
+    """Rows to add to a candidate warehouse (open on ``con``): a new policy version, or nothing
+    if it is unchanged."""
+    policy = fit_from_snapshot(con, config, test_budget_order)
+    if policy is None:
+        return {}
+    known = con.execute("SELECT count(*) FROM policies WHERE policy_version = ?", [policy.version]).fetchone()[0]
     return {} if known else {"policies": policy_rows(policy, run_id)}
 
 

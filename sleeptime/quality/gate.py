@@ -42,7 +42,7 @@ from sleeptime.storage.records import SCHEMAS
 
 logger = logging.getLogger(__name__)
 
-SUITES = ("contexts", "variants", "answers", "coverage", "accuracy")
+SUITES = ("contexts", "variants", "answers", "coverage", "accuracy", "references")
 DATA_DOCS_SITE = "sleeptime_gate"
 _EXAMPLES = 3  # examples of unexpected values quoted in a failure's detail
 _ID_COLUMN = {
@@ -51,6 +51,7 @@ _ID_COLUMN = {
     "answers": "answer_id",
     "coverage": "context_id",
     "accuracy": None,
+    "references": "check",
 }
 _LOCK = threading.Lock()
 
@@ -162,17 +163,10 @@ def _contexts_specs(variants_present: bool) -> list[_Spec]:
 
 
 def _variants_specs(
-    sleep_budgets: Sequence[SleepBudget], sleep_model: str, current: pd.DataFrame
+    sleep_budgets: Sequence[SleepBudget], sleep_model: str, current: pd.DataFrame | None
 ) -> list[_Spec]:
+    """``current`` None: the delta gate, where the checks against current contexts are SQL counts."""
     budgets = [b for b in sleep_budgets if not b.is_none]
-    hashes = _distinct(current["content_hash"])
-    pairs = sorted(
-        {
-            (str(i), str(h))
-            for i, h in zip(current["context_id"], current["content_hash"])
-            if _present(i) and _present(h)
-        }
-    )
     specs = [
         _columns_exist(
             [
@@ -197,13 +191,26 @@ def _variants_specs(
         _at_least("cost_usd", 0),
         _at_least("latency_s", 0),
         _in_set("model", [sleep_model]),
-        # No variant of a stale (changed or removed) context is current.
-        _in_set("context_hash", hashes, label="the content_hash of a current context"),
-        _Spec(
-            "ExpectColumnPairValuesToBeInSet",
-            {"column_A": "context_id", "column_B": "context_hash", "value_pairs_set": pairs},
-            expected="expected the (context_id, content_hash) of a current context",
-        ),
+    ]
+    if current is not None:
+        hashes = _distinct(current["content_hash"])
+        pairs = sorted(
+            {
+                (str(i), str(h))
+                for i, h in zip(current["context_id"], current["content_hash"])
+                if _present(i) and _present(h)
+            }
+        )
+        specs += [
+            # No variant of a stale (changed or removed) context is current.
+            _in_set("context_hash", hashes, label="the content_hash of a current context"),
+            _Spec(
+                "ExpectColumnPairValuesToBeInSet",
+                {"column_A": "context_id", "column_B": "context_hash", "value_pairs_set": pairs},
+                expected="expected the (context_id, content_hash) of a current context",
+            ),
+        ]
+    specs += [
         # One variant per (context text, budget, sample): with the coverage count this makes
         # coverage exact.
         _Spec(
@@ -384,6 +391,82 @@ def validate_snapshot(
     # A suite skipped for missing columns needs no failure of its own: the contexts or
     # variants suite fails on the same columns (ExpectTableColumnsToMatchSet).
 
+    return _run_plan(plan, failed, skipped, data_docs_dir, started)
+
+
+def validate_delta(
+    contexts: pd.DataFrame,
+    variants: pd.DataFrame,
+    answers: pd.DataFrame,
+    references: Sequence["ReferenceCheck"],
+    sleep_budgets: Sequence[SleepBudget],
+    test_budgets: Sequence[TestBudget],
+    sleep_model: str,
+    data_docs_dir: Path | None = None,
+) -> GateResult:
+    """The publish gate: the rows a run adds, not the whole snapshot.
+
+    Column expectations run on the new contexts, variants and answers (and the accuracy of the
+    new answers); the checks that need the rest of the warehouse (every new answer references an
+    existing variant and query, every current context is covered, nothing stale) arrive as SQL
+    violation counts in ``references`` and GX asserts each is zero.
+    """
+    started = time.perf_counter()
+    contexts = _current_contexts(_conform(contexts, "contexts"))
+    variants = _conform(variants, "variants")
+    answers = _conform(answers, "answers")
+    plan: list[tuple[str, pd.DataFrame, list[_Spec]]] = []
+    skipped: dict[str, str] = {}
+    failed: list[FailedExpectation] = []
+    for name, frame, specs in (
+        ("contexts", contexts, _contexts_specs(variants_present=False)),
+        ("variants", variants, _variants_specs(sleep_budgets, sleep_model, None)),
+        ("answers", answers, _answers_specs(sleep_budgets, test_budgets, contexts, variants, strict=False)),
+    ):
+        if len(frame):
+            plan.append((name, frame, specs))
+        else:
+            skipped[name] = f"no new {name}"
+    if len(answers):
+        acc = _derive("accuracy", failed, accuracy_frame, answers)
+        if acc is not None and len(acc):
+            plan.append(("accuracy", acc, _accuracy_specs()))
+        elif acc is not None:
+            skipped["accuracy"] = "no graded new answers"
+    else:
+        skipped["accuracy"] = "no new answers"
+    if references:
+        frame = pd.DataFrame(
+            {"check": [r.name for r in references], "violations": [int(r.violations) for r in references]}
+        )
+        plan.append(("references", frame, [
+            _Spec(
+                "ExpectColumnValuesToBeBetween", {"column": "violations", "min_value": 0, "max_value": 0},
+                ("check", "==", r.name),
+                f"expected none: {r.description}" + (f"; e.g. {', '.join(r.examples)}" if r.examples else ""),
+            )
+            for r in references
+        ]))
+    return _run_plan(plan, failed, skipped, data_docs_dir, started)
+
+
+@dataclass(frozen=True)
+class ReferenceCheck:
+    """A cross-table rule computed in SQL: how many rows break it, and a few of them."""
+
+    name: str
+    description: str
+    violations: int
+    examples: tuple[str, ...] = ()
+
+
+def _run_plan(
+    plan: list[tuple[str, pd.DataFrame, list[_Spec]]],
+    failed: list[FailedExpectation],
+    skipped: dict[str, str],
+    data_docs_dir: Path | None,
+    started: float,
+) -> GateResult:
     docs = Path(data_docs_dir).resolve() if data_docs_dir is not None else None
     suites_run: list[str] = []
     with _LOCK:

@@ -56,7 +56,7 @@ class ServiceSettings(BaseModel):
     config: RunConfig = Field(default_factory=RunConfig)
     warehouse_path: Path | None = None
     keys_path: Path | None = None
-    query_log_dir: Path | None = None  # the lake root; the log goes to <lake>/query_log/
+    query_log_dir: Path | None = None  # the spool root; the log goes to <spool>/query_log/
     query_log: bool = True
     # Off by default: live questions rarely repeat exactly, and a cached reply would hide a model
     # change from users. When on, it uses the path of config.response_cache (or <output_dir>/cache).
@@ -87,7 +87,7 @@ class ServiceSettings(BaseModel):
 
     @property
     def resolved_lake(self) -> Path:
-        return self.query_log_dir or self.config.lake_dir
+        return self.query_log_dir or self.config.spool_dir
 
 
 def default_keys_path(config: RunConfig) -> Path:

@@ -54,7 +54,7 @@ def serve(
     log_flush_s: Annotated[float, typer.Option(help="Write pending query-log rows at least this often (seconds).")] = 5.0,
     query_log: Annotated[bool, typer.Option("--query-log/--no-query-log", help="Append every answered query to the lake.")] = True,
     response_cache: Annotated[bool, typer.Option("--response-cache/--no-response-cache", help="Answer repeated identical model requests from the disk cache (off by default).")] = False,
-    query_log_dir: Annotated[Optional[Path], typer.Option(help="Lake root for the query log (default: <output_dir>/lake).")] = None,
+    query_log_dir: Annotated[Optional[Path], typer.Option(help="Spool folder for the query log, committed to the lake by the next publish (default: <output_dir>/spool).")] = None,
     max_question_chars: Annotated[int, typer.Option(help="Longest question accepted (413 beyond).")] = 4000,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted (413 beyond).")] = 16384,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="uvicorn's per-request access log.")] = True,

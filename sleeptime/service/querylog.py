@@ -1,12 +1,14 @@
 """The query log: one row per query the service handled, appended to the lake in batches.
 
 Rows wait in memory and are written when ``batch_size`` rows are pending or every ``flush_s``
-seconds, and once more at shutdown, as one Parquet file per batch::
+seconds, and once more at shutdown, as one Parquet file per batch in the spool
+(``sleeptime.storage.spool``)::
 
-    <lake>/query_log/published=service-<YYYYMMDD>/batch-<uuid>.parquet
+    <output>/spool/query_log/batch-<uuid>.parquet
 
-written atomically (hidden temporary name, fsync, rename) like every lake file, so the next
-warehouse build picks them up (table ``query_log``, key ``request_id``). A failed write keeps the
+written atomically (hidden temporary name, fsync, rename); the next publish commits them into the
+lake's ``query_log`` table (key ``request_id``) and the warehouse, then deletes them. The service
+never writes the lake itself: the pipeline is its one writer. A failed write keeps the
 rows for the next flush (at most ``max_pending`` rows are kept; beyond that the oldest are
 dropped and counted).
 
@@ -21,7 +23,6 @@ import asyncio
 import hashlib
 import logging
 import threading
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,9 +30,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from sleeptime.storage.lake import write_parquet_atomic
+from sleeptime.storage.spool import Spool
 from sleeptime.storage.records import SCHEMAS
-from sleeptime.storage.warehouse import MIGRATIONS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,6 @@ TABLE = "query_log"
 # The schema lives with every other table's (one source of column names); the table and its
 # dashboard views are warehouse/migrations/004_query_log.sql.
 QUERY_LOG_SCHEMA = SCHEMAS[TABLE]
-MIGRATION_SQL = (MIGRATIONS_DIR / "004_query_log.sql").read_text(encoding="utf-8")
 
 
 def question_digest(question: str) -> str:
@@ -54,7 +53,7 @@ def partition(when: datetime) -> str:
 class QueryLog:
     def __init__(
         self,
-        lake_dir: Path | str,
+        spool_dir: Path | str,
         batch_size: int = 50,
         flush_s: float = 5.0,
         max_pending: int = 100_000,
@@ -62,7 +61,8 @@ class QueryLog:
         on_error: Callable[[], None] | None = None,
         enabled: bool = True,
     ):
-        self.root = Path(lake_dir) / TABLE
+        self.spool = Spool(spool_dir)
+        self.root = self.spool.root / TABLE
         self.batch_size = batch_size
         self.flush_s = flush_s
         self.max_pending = max_pending
@@ -106,8 +106,7 @@ class QueryLog:
             for run_id, batch in sorted(by_day.items()):
                 try:
                     table = pa.Table.from_pylist(batch, schema=QUERY_LOG_SCHEMA)
-                    path = self.root / f"published={run_id}" / f"batch-{uuid.uuid4().hex}.parquet"
-                    written.append(write_parquet_atomic(table, path))
+                    written.append(self.spool.write(TABLE, table))
                     self.written += len(batch)
                     self._on_written(len(batch))
                 except Exception:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,6 +73,8 @@ class ContextEntry:
 @dataclass
 class ServingSnapshot:
     path: Path
+    identity: tuple[int, int]  # (inode, mtime) of the file loaded: a publish replaces the file
+    lake_snapshot: int | None  # the lake snapshot the warehouse reflected
     loaded_at: datetime
     load_seconds: float
     contexts: dict[str, ContextEntry]
@@ -94,7 +97,7 @@ class ServingSnapshot:
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return f"lake-{self.lake_snapshot}" if self.lake_snapshot is not None else self.path.name
 
     @property
     def policy_version(self) -> str | None:
@@ -201,6 +204,10 @@ def load_serving_snapshot(path: Path | str, config: RunConfig) -> ServingSnapsho
     path = Path(path)
     con = duckdb.connect(str(path), read_only=True)
     try:
+        st = os.stat(path)  # after opening: the identity of the file this connection reads (or older)
+        identity = (st.st_ino, st.st_mtime_ns)
+        row = con.execute("SELECT max(lake_snapshot) FROM build_info").fetchone()
+        lake_snapshot = int(row[0]) if row and row[0] is not None else None
         contexts = _contexts(con, config.sleep_model)
         latency = _latencies(con)
         policy = load_current_policy(con, config.policy, tuple(b.name for b in config.test_budgets))
@@ -212,6 +219,8 @@ def load_serving_snapshot(path: Path | str, config: RunConfig) -> ServingSnapsho
         by_tenant.setdefault(entry.tenant, []).append(context_id)
     return ServingSnapshot(
         path=path,
+        identity=identity,
+        lake_snapshot=lake_snapshot,
         loaded_at=datetime.now(timezone.utc),
         load_seconds=time.perf_counter() - started,
         contexts=contexts,
@@ -243,15 +252,16 @@ class SnapshotHolder:
         self.current: ServingSnapshot | None = None
         self.last_error: str | None = None
         self.reloads = 0
-        self._failed_target: tuple[Path, float] | None = None  # (file, when) of the last failed load
+        self._failed_target: tuple[tuple[int, int], float] | None = None  # (file identity, when) of the last failed load
         self._on_reload = on_reload or (lambda result: None)
         self._task: asyncio.Task | None = None
 
-    def target(self) -> Path:
-        return self.warehouse.current_snapshot()
+    def target(self) -> tuple[int, int]:
+        """The identity of the published file now (changes when a publish replaces it)."""
+        return self.warehouse.identity()
 
-    def load(self, target: Path) -> ServingSnapshot:
-        snapshot = load_serving_snapshot(target, self.config)
+    def load(self, target: tuple[int, int] | None = None) -> ServingSnapshot:
+        snapshot = load_serving_snapshot(self.warehouse.current_snapshot(), self.config)
         self.current = snapshot  # one reference assignment: readers see the old or the new one
         self.reloads += 1
         self.last_error = None
@@ -270,7 +280,7 @@ class SnapshotHolder:
         except (FileNotFoundError, OSError) as exc:
             self._note_error(None, str(exc))
             return False
-        if self.current is not None and self.current.path == target:
+        if self.current is not None and self.current.identity == target:
             return False
         if (
             self._failed_target is not None
@@ -286,7 +296,7 @@ class SnapshotHolder:
             return False
         return True
 
-    def _note_error(self, target: Path | None, message: str) -> None:
+    def _note_error(self, target: tuple[int, int] | None, message: str) -> None:
         if message != self.last_error:
             log.warning("snapshot not loaded (%s); %s", message,
                         "still serving " + self.current.name if self.current else "not ready yet")

@@ -1,123 +1,385 @@
-"""The Parquet lake: the source of truth the warehouse is built from.
+"""The lake: the system of record, as DuckLake tables (a SQL catalog + Parquet data files).
 
-Layout under ``root``::
+Layout under ``root`` (the defaults; a PostgreSQL catalog and object-storage data path are
+configuration, see docs/architecture.md)::
 
-    <table>/published=<run_id>/<name>.parquet   committed rows, one folder per publishing run
-    _staging/<table>/<name>.parquet              finished work not yet published (resumable)
-    _rejected/<run_id>/<table>/<name>.parquet    staged rows the quality gate refused
+    catalog.sqlite          the DuckLake catalog: tables, snapshots, which files hold which rows
+    data/main/<table>/      Parquet data files of the published tables
+    data/staging/<table>/   Parquet data files of finished, unpublished work
 
-Every file is written to a hidden temporary name in its final folder and renamed into place,
-so a crash never leaves a half-written file visible. Committed folders are never rewritten: a
-refresh only adds a ``published=<run_id>`` folder. Work finished before a crash waits in
-``_staging`` and is picked up by the next run instead of being recomputed.
+Two schemas hold the same tables (``sleeptime.storage.records.SCHEMAS``):
+
+- ``main``: what has been published. A publish is **one DuckLake commit** that moves every
+  staged row into ``main`` (upserting by key: the row with the latest run_id wins), adds the
+  derived rows (the fitted policy), the service's spooled query log and the run's own row in
+  ``runs``. Readers see whole snapshots only; earlier snapshots stay readable (time travel:
+  ``SELECT * FROM lake.answers AT (VERSION => n)``) until expired.
+- ``staging``: finished work not yet published. A shard's rows are committed here as soon as it
+  finishes, so a crash loses only the shards in flight and the rerun reuses the rest.
+
+DuckLake commits are catalog transactions, so a process killed mid-commit leaves the previous
+snapshot intact (its half-written Parquet files are orphans that ``maintain`` deletes).
+
+One process writes at a time (``sleeptime.storage.lock``); inside it, writes are serialised by a
+lock and every caller gets its own cursor on one shared DuckDB instance.
 """
 
 from __future__ import annotations
 
+import glob
+import importlib.util
+import json
 import os
-import uuid
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from sleeptime._failpoints import PUBLISH_MID_COMMIT, failpoint
-from sleeptime.storage.records import SCHEMAS
+from sleeptime.storage.records import KEYS, SCHEMAS
 
-STAGING = "_staging"
-REJECTED = "_rejected"
+ALIAS = "lake"
+MAIN, STAGING = "main", "staging"
+# Tables the pipeline stages and publishes (runs and query_log are written directly at commit).
+STAGED_TABLES = ("contexts", "queries", "variants", "answers", "quarantine", "failures", "policies")
 
-
-def write_parquet_atomic(table: pa.Table, final: Path) -> Path:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return final
+_SQL_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.bool_(): "BOOLEAN",
+    pa.int32(): "INTEGER",
+    pa.int64(): "BIGINT",
+    pa.float64(): "DOUBLE",
+    pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ",
+}
 
 
-def _visible(paths: Iterable[Path]) -> list[Path]:
-    return sorted(p for p in paths if not p.name.startswith("."))
+def sql_type(t: pa.DataType) -> str:
+    if t not in _SQL_TYPES:
+        raise TypeError(f"no SQL type for Arrow type {t}")
+    return _SQL_TYPES[t]
+
+
+def _extension_file(package: str) -> str:
+    """The extension binary a ``duckdb-extension-*`` wheel ships (DuckDB cannot download one offline)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            f"the DuckDB extension package {package!r} is not installed; `pip install -e .` installs it "
+            f"(pyproject.toml pins it to the DuckDB version)"
+        )
+    found = glob.glob(os.path.join(spec.submodule_search_locations[0], "extensions", f"v{duckdb.__version__}", "*.duckdb_extension"))
+    if not found:
+        raise RuntimeError(f"{package} has no extension built for DuckDB {duckdb.__version__}")
+    return found[0]
+
+
+def load_extensions(con: duckdb.DuckDBPyConnection, catalog: str) -> None:
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute(f"LOAD '{_extension_file('duckdb_extension_ducklake')}'")
+    if catalog.startswith("sqlite:"):
+        con.execute(f"LOAD '{_extension_file('duckdb_extension_sqlite_scanner')}'")
+    elif catalog.startswith("postgres:"):
+        con.execute(f"LOAD '{_extension_file('duckdb_extension_postgres_scanner')}'")
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def as_arrow(table: str, rows: Iterable[Mapping[str, Any]] | pa.Table) -> pa.Table:
+    schema = SCHEMAS[table]
+    if isinstance(rows, pa.Table):
+        return rows.select(schema.names).cast(schema)
+    return pa.Table.from_pylist(list(rows), schema=schema)
 
 
 class Lake:
-    def __init__(self, root: Path | str):
+    """Handle on the lake at ``root`` (one shared DuckDB instance per catalog in a process)."""
+
+    _open: dict[tuple[str, str], tuple[duckdb.DuckDBPyConnection, threading.RLock]] = {}
+    _open_lock = threading.Lock()
+
+    def __init__(self, root: Path | str, catalog: str | None = None, data_path: str | None = None):
         self.root = Path(root)
+        self.catalog = catalog or f"sqlite:{self.root / 'catalog.sqlite'}"
+        self.data_path = data_path or str(self.root / "data") + "/"
 
-    @staticmethod
-    def _schema(table: str) -> pa.Schema:
-        if table not in SCHEMAS:
-            raise KeyError(f"unknown table {table!r}; known: {sorted(SCHEMAS)}")
-        return SCHEMAS[table]
+    # connection -------------------------------------------------------------------------
 
-    def _arrow(self, table: str, records: Iterable[dict[str, Any]]) -> pa.Table:
-        return pa.Table.from_pylist(list(records), schema=self._schema(table))
+    def _shared(self) -> tuple[duckdb.DuckDBPyConnection, threading.RLock]:
+        key = (self.catalog, self.data_path)
+        with Lake._open_lock:
+            if key not in Lake._open:
+                if self.catalog.startswith("sqlite:"):
+                    _sqlite_wal(self.catalog.removeprefix("sqlite:"))
+                con = duckdb.connect()
+                load_extensions(con, self.catalog)
+                con.execute(
+                    f"ATTACH {_quote('ducklake:' + self.catalog)} AS {ALIAS} (DATA_PATH {_quote(self.data_path)})"
+                )
+                _create_tables(con)
+                Lake._open[key] = (con, threading.RLock())
+            return Lake._open[key]
 
-    # committed -----------------------------------------------------------------------------
+    @contextmanager
+    def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor on the shared instance (one per caller: DuckDB connections are not thread-safe)."""
+        con, _ = self._shared()
+        cur = con.cursor()
+        try:
+            yield cur
+        finally:
+            cur.close()
 
-    def write(self, table: str, run_id: str, records: Iterable[dict[str, Any]], name: str = "part-0") -> Path:
-        """Write committed rows directly (tables that are not gated, such as ``runs``)."""
-        arrow = self._arrow(table, records)
-        return write_parquet_atomic(arrow, self.root / table / f"published={run_id}" / f"{name}.parquet")
+    @contextmanager
+    def transaction(self, message: str, extra: dict[str, Any] | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One DuckLake commit: everything done on the yielded cursor becomes visible at once, or not at all."""
+        con, lock = self._shared()
+        with lock:
+            cur = con.cursor()
+            try:
+                cur.execute("BEGIN")
+                cur.execute(
+                    f"CALL {ALIAS}.set_commit_message('sleeptime', {_quote(message)}, "
+                    f"extra_info => {_quote(json.dumps(extra or {}))})"
+                )
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                try:
+                    cur.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass
+                raise
+            finally:
+                cur.close()
 
-    def files(self, table: str) -> list[Path]:
-        self._schema(table)
-        return _visible(p for p in (self.root / table).glob("published=*/*.parquet"))
+    @classmethod
+    def close_all(cls) -> None:
+        """Detach every lake this process opened (tests; a process exit does the same)."""
+        with cls._open_lock:
+            for con, _ in cls._open.values():
+                con.close()
+            cls._open.clear()
 
-    def read(self, table: str) -> pa.Table:
-        return self._concat(table, self.files(table))
+    # reading ------------------------------------------------------------------------------
 
-    # staging -------------------------------------------------------------------------------
+    def snapshot_id(self) -> int:
+        with self.cursor() as cur:
+            return int(cur.execute(f"SELECT id FROM {ALIAS}.current_snapshot()").fetchone()[0])
 
-    def stage(self, table: str, name: str, records: Iterable[dict[str, Any]]) -> Path:
-        """Keep finished, unpublished rows; a file of the same name is replaced."""
-        arrow = self._arrow(table, records)
-        return write_parquet_atomic(arrow, self.root / STAGING / table / f"{name}.parquet")
-
-    def staged_files(self, table: str) -> list[Path]:
-        self._schema(table)
-        return _visible((self.root / STAGING / table).glob("*.parquet"))
+    def read(self, table: str, at: int | None = None, schema: str = MAIN) -> pa.Table:
+        """A whole table, as published now or as of lake snapshot ``at`` (time travel)."""
+        _check(table)
+        when = f" AT (VERSION => {int(at)})" if at is not None else ""
+        with self.cursor() as cur:
+            return cur.execute(f"SELECT * FROM {ALIAS}.{schema}.{table}{when}").to_arrow_table().cast(SCHEMAS[table])
 
     def read_staged(self, table: str) -> pa.Table:
-        return self._concat(table, self.staged_files(table))
+        return self.read(table, schema=STAGING)
 
-    def commit_staged(self, run_id: str) -> int:
-        """Move every staged file into ``published=<run_id>``; returns the number moved.
+    def staged_count(self) -> int:
+        with self.cursor() as cur:
+            return sum(cur.execute(f"SELECT count(*) FROM {ALIAS}.{STAGING}.{t}").fetchone()[0] for t in STAGED_TABLES)
 
-        Each move is an atomic rename. If the process dies half way, the files already moved are
-        committed and the rest are still staged: the next publish moves them, and the warehouse
-        build deduplicates by key, so the end state is the same.
+    def runs_by_snapshot(self) -> list[tuple[int, str, str]]:
+        """(snapshot id, kind, run id) of every commit that recorded a run, oldest first."""
+        with self.cursor() as cur:
+            rows = cur.execute(
+                f"SELECT snapshot_id, commit_extra_info FROM {ALIAS}.snapshots() "
+                "WHERE author = 'sleeptime' ORDER BY snapshot_id"
+            ).fetchall()
+        out = []
+        for sid, extra in rows:
+            info = json.loads(extra or "{}")
+            if info.get("run_id"):
+                out.append((int(sid), info.get("kind", ""), info["run_id"]))
+        return out
+
+    def changes(self, since: int, until: int) -> dict[str, pa.Table]:
+        """The rows each published table gained in snapshots (since, until]: the change feed."""
+        out: dict[str, pa.Table] = {}
+        if until <= since:
+            return out
+        with self.cursor() as cur:
+            for table in SCHEMAS:
+                cols = ", ".join(SCHEMAS[table].names)
+                arrow = cur.execute(
+                    f"SELECT {cols} FROM ducklake_table_changes(?, ?, ?, ?, ?) "
+                    "WHERE change_type IN ('insert', 'update_postimage')",
+                    [ALIAS, MAIN, table, since + 1, until],
+                ).to_arrow_table()
+                if arrow.num_rows:
+                    out[table] = arrow.cast(SCHEMAS[table])
+        return out
+
+    # writing ------------------------------------------------------------------------------
+
+    def stage(self, table: str, rows: Iterable[Mapping[str, Any]] | pa.Table) -> int:
+        """Commit finished, unpublished rows to ``staging`` (one small commit); returns the row count."""
+        _check(table)
+        arrow = as_arrow(table, rows)
+        if not arrow.num_rows:
+            return 0
+        with self.transaction(f"stage {table}", {"kind": "stage"}) as cur:
+            _insert(cur, f"{ALIAS}.{STAGING}.{table}", arrow)
+        return arrow.num_rows
+
+    def write(self, table: str, rows: Iterable[Mapping[str, Any]] | pa.Table, *, run_id: str = "", kind: str = "write") -> int:
+        """Commit rows straight to ``main`` (rows nothing gates, such as a failed run's row in ``runs``)."""
+        _check(table)
+        arrow = as_arrow(table, rows)
+        with self.transaction(f"{kind} {table}", {"kind": kind, "run_id": run_id}) as cur:
+            _upsert(cur, table, arrow)
+        return self.snapshot_id()
+
+    def publish(self, run_record: dict[str, Any], derived: Mapping[str, pa.Table], spooled: Mapping[str, pa.Table]) -> int:
+        """The publish commit: staged rows, derived rows, spooled rows and the run's row, at once.
+
+        Returns the new snapshot id. A crash before COMMIT leaves the lake as it was (staging
+        included), so the next run publishes the same rows.
         """
-        moved = 0
-        for table in SCHEMAS:
-            for path in self.staged_files(table):
-                target = self.root / table / f"published={run_id}" / path.name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, target)
-                moved += 1
-                if moved == 1:
+        run_id = run_record["run_id"]
+        with self.transaction(f"publish {run_id}", {"kind": "publish", "run_id": run_id}) as cur:
+            for i, table in enumerate(STAGED_TABLES):
+                staged = f"{ALIAS}.{STAGING}.{table}"
+                if cur.execute(f"SELECT count(*) FROM {staged}").fetchone()[0]:
+                    _upsert_from(cur, table, staged)
+                    cur.execute(f"DELETE FROM {staged}")
+                if i == 2:
                     failpoint(PUBLISH_MID_COMMIT)
-        return moved
+            for table, arrow in {**spooled, **derived}.items():
+                _upsert(cur, table, arrow)
+            _upsert(cur, "runs", as_arrow("runs", [run_record]))
+        return self.snapshot_id()
 
-    def reject_staged(self, run_id: str) -> Path:
-        """Set the staged rows aside (the gate refused them), so the next run recomputes them."""
-        folder = self.root / REJECTED / run_id
-        for table in SCHEMAS:
-            for path in self.staged_files(table):
-                target = folder / table / path.name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, target)
-        return folder
+    def reject(self, run_record: dict[str, Any]) -> int:
+        """Drop the staged rows the gate refused (one commit) and record the run as rejected.
 
-    def _concat(self, table: str, files: list[Path]) -> pa.Table:
-        schema = self._schema(table)
-        if not files:
-            return schema.empty_table()
-        return pa.concat_tables([pq.read_table(p).select(schema.names).cast(schema) for p in files])
+        The refused rows stay readable by time travel at the snapshot before this one, which the
+        run's ``detail_json`` names.
+        """
+        run_id = run_record["run_id"]
+        before = self.snapshot_id()
+        detail = json.loads(run_record.get("detail_json") or "{}")
+        detail["rejected_rows_at_snapshot"] = before
+        record = {**run_record, "detail_json": json.dumps(detail, default=str)}
+        with self.transaction(f"reject {run_id}", {"kind": "reject", "run_id": run_id}) as cur:
+            for table in STAGED_TABLES:
+                cur.execute(f"DELETE FROM {ALIAS}.{STAGING}.{table}")
+            _upsert(cur, "runs", as_arrow("runs", [record]))
+        return self.snapshot_id()
+
+    def maintain(self) -> None:
+        """Delete data files no snapshot references (left by a process killed mid-commit)."""
+        with self.cursor() as cur:
+            cur.execute(f"CALL ducklake_delete_orphaned_files({_quote(ALIAS)}, cleanup_all => true)")
+
+
+def _sqlite_wal(path: str) -> None:
+    """Put a SQLite catalog in WAL mode (a persistent property of the file).
+
+    In its default rollback-journal mode a reader in another process stalled for about a second
+    at a time while the writer committed; in WAL mode readers never waited more than a few tens
+    of milliseconds (docs/decisions/001-open-table-format.md).
+    """
+    import sqlite3
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path)
+    try:
+        con.execute("PRAGMA journal_mode=WAL").fetchall()
+    finally:
+        con.close()
+
+
+def _check(table: str) -> None:
+    if table not in SCHEMAS:
+        raise KeyError(f"unknown table {table!r}; known: {sorted(SCHEMAS)}")
+
+
+def _create_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create missing tables in both schemas, and add columns the code has and the lake lacks."""
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {ALIAS}.{STAGING}")
+    for schema in (MAIN, STAGING):
+        for table, arrow_schema in SCHEMAS.items():
+            if schema == STAGING and table not in STAGED_TABLES:
+                continue
+            cols = ", ".join(f"{f.name} {sql_type(f.type)}" for f in arrow_schema)
+            con.execute(f"CREATE TABLE IF NOT EXISTS {ALIAS}.{schema}.{table} ({cols})")
+            have = {r[0] for r in con.execute(f"DESCRIBE {ALIAS}.{schema}.{table}").fetchall()}
+            for f in arrow_schema:
+                if f.name not in have:
+                    con.execute(f"ALTER TABLE {ALIAS}.{schema}.{table} ADD COLUMN {f.name} {sql_type(f.type)}")
+
+
+def _insert(cur: duckdb.DuckDBPyConnection, target: str, arrow: pa.Table) -> None:
+    cur.register("_incoming", arrow)
+    try:
+        cols = ", ".join(arrow.schema.names)
+        cur.execute(f"INSERT INTO {target} ({cols}) SELECT {cols} FROM _incoming")
+    finally:
+        cur.unregister("_incoming")
+
+
+def _upsert(cur: duckdb.DuckDBPyConnection, table: str, arrow: pa.Table) -> None:
+    if not arrow.num_rows:
+        return
+    cur.register("_incoming", as_arrow(table, arrow))
+    try:
+        _upsert_from(cur, table, "_incoming")
+    finally:
+        cur.unregister("_incoming")
+
+
+def upsert_sql(table: str, target: str, source: str) -> list[str]:
+    """Statements that make ``target`` hold the rows of ``source`` by key; the latest run_id wins.
+
+    Shared by the lake's publish and the warehouse's incremental update, so both apply the same
+    rule and the warehouse stays equal to the lake.
+    """
+    key = KEYS[table]
+    cols = ", ".join(SCHEMAS[table].names)
+    match = " AND ".join(f"s.{k} IS NOT DISTINCT FROM t.{k}" for k in key)
+    order = "run_id DESC" if "run_id" in SCHEMAS[table].names else "1"
+    return [
+        f"DELETE FROM {target} t WHERE EXISTS (SELECT 1 FROM {source} s WHERE {match})",
+        f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {source} "
+        f"QUALIFY row_number() OVER (PARTITION BY {', '.join(key)} ORDER BY {order}) = 1",
+    ]
+
+
+def _upsert_from(cur: duckdb.DuckDBPyConnection, table: str, source: str) -> None:
+    for sql in upsert_sql(table, f"{ALIAS}.{MAIN}.{table}", source):
+        cur.execute(sql)
+
+
+# --- the pipeline's view of the lake: published + staged -------------------------------------
+
+INDEX_TABLES = ("contexts", "queries", "variants", "answers", "quarantine", "policies")
+
+
+@contextmanager
+def lake_index(lake: Lake) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A cursor with temporary views of the lake as the next publish will see it (main + staging).
+
+    The lake, not the published warehouse, is the truth: work staged before a crash, or
+    committed just before one, must not be redone.
+    """
+    with lake.cursor() as cur:
+        for table in INDEX_TABLES:
+            cur.execute(
+                f"CREATE OR REPLACE TEMP VIEW {table} AS SELECT * FROM {ALIAS}.{MAIN}.{table} "
+                f"UNION ALL BY NAME SELECT * FROM {ALIAS}.{STAGING}.{table}"
+            )
+        cur.execute(
+            """CREATE OR REPLACE TEMP VIEW contexts_current AS
+            SELECT * EXCLUDE (rn, deleted) FROM (
+                SELECT *, row_number() OVER (PARTITION BY context_id ORDER BY run_id DESC, deleted DESC) AS rn
+                FROM contexts) WHERE rn = 1 AND NOT deleted"""
+        )
+        yield cur

@@ -19,6 +19,9 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("metadata_json", pa.string()),
             ("deleted", pa.bool_()),  # a tombstone: the context left the corpus
             ("run_id", pa.string()),
+            # sha256 of the corpus record (JSONL line) this version came from: an identical line
+            # on the next refresh is skipped without parsing it. NULL for other corpus formats.
+            ("row_hash", pa.string()),
         ]
     ),
     "queries": pa.schema(
@@ -177,7 +180,22 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 
-def context_record(c: Context, run_id: str = "", deleted: bool = False) -> dict[str, Any]:
+# Table -> the columns that identify a row. Publishing a row whose key exists replaces the old row
+# (the latest run_id wins), in the lake and in the warehouse alike.
+KEYS: dict[str, tuple[str, ...]] = {
+    "runs": ("run_id",),
+    "contexts": ("context_id", "content_hash", "deleted"),
+    "queries": ("query_id", "context_hash"),
+    "variants": ("variant_id",),
+    "answers": ("answer_id",),
+    "quarantine": ("source", "location", "reason"),
+    "failures": ("stage", "key", "run_id"),
+    "policies": ("policy_version", "scope", "scope_value", "sleep_budget", "test_budget"),
+    "query_log": ("request_id",),
+}
+
+
+def context_record(c: Context, run_id: str = "", deleted: bool = False, row_hash: str | None = None) -> dict[str, Any]:
     return {
         "context_id": c.id,
         "content_hash": c.content_hash,
@@ -186,6 +204,7 @@ def context_record(c: Context, run_id: str = "", deleted: bool = False) -> dict[
         "metadata_json": json.dumps(c.metadata, sort_keys=True, default=str),
         "deleted": deleted,
         "run_id": run_id,
+        "row_hash": row_hash,
     }
 
 

@@ -1,44 +1,40 @@
-"""The DuckDB warehouse: built from the lake, validated, then swapped in atomically.
+"""The DuckDB warehouse: a read-optimised copy of the lake for dashboards and the service.
 
-DuckDB allows one writer. Only the publish step writes, and it never writes a published file:
-it builds a candidate file (schema from warehouse/migrations/*.sql, rows from the lake,
-deduplicated by key), checkpoints and closes it, moves it to ``snapshots/`` under a unique name,
-and atomically repoints the published path (a symlink) at it. A reader holding the old snapshot
-keeps reading it; a new reader gets the new one; nobody ever sees a half-published state. Unique
-snapshot names also matter inside one process, where DuckDB shares one open database per path.
+The lake (``sleeptime.storage.lake``) is the system of record; the warehouse is derived from it
+and records which lake snapshot it reflects (``build_info.lake_snapshot``). It is brought up to
+date from the change feed or the run's delta only, never rebuilt on a normal publish:
+
+1. ``candidate``: copy the published file (a file copy, no query) to a hidden name beside it,
+   and catch it up with any lake commit it has not seen (``ducklake_table_insertions``).
+2. The publish applies the run's rows to the candidate (upsert by key, the same rule as the
+   lake's commit), gates it, commits the lake, then ``finish`` records the new lake snapshot and
+   checkpoints it.
+3. ``publish`` renames the candidate over the published path: one atomic rename. A reader that
+   opened the old file keeps reading it (POSIX keeps the inode alive); a new reader gets the new
+   one; nobody waits for a publish or sees half of one.
+
+DuckDB lets one process write a file while readers in other processes need read-only access to a
+file nobody writes: the published file is never opened for writing, only replaced.
+``rebuild`` makes a fresh one from the whole lake (``sleeptime warehouse rebuild``).
 """
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import uuid
-from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
 import duckdb
+import pyarrow as pa
 
 from sleeptime._failpoints import PUBLISH_AFTER_SWAP, failpoint
-from sleeptime.storage.lake import Lake
+from sleeptime.storage.lake import ALIAS, MAIN, STAGING, Lake, _quote, as_arrow, load_extensions, upsert_sql
+from sleeptime.storage.records import SCHEMAS
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "warehouse" / "migrations"
-
-# Table -> the columns that identify a row; the latest run_id wins among duplicates.
-KEYS: dict[str, tuple[str, ...]] = {
-    "runs": ("run_id",),
-    "contexts": ("context_id", "content_hash", "deleted"),
-    "queries": ("query_id", "context_hash"),
-    "variants": ("variant_id",),
-    "answers": ("answer_id",),
-    "quarantine": ("source", "location", "reason"),
-    "failures": ("stage", "key", "run_id"),
-    "policies": ("policy_version", "scope", "scope_value", "sleep_budget", "test_budget"),
-    "query_log": ("request_id",),
-}
 
 
 def migrations(folder: Path = MIGRATIONS_DIR) -> list[tuple[int, str, str]]:
@@ -74,153 +70,183 @@ def apply_migrations(con: duckdb.DuckDBPyConnection, folder: Path = MIGRATIONS_D
     return applied
 
 
-@dataclass
-class Snapshot:
-    """A built candidate: its path and the lake files it holds."""
+class Candidate:
+    """A warehouse file being brought up to date; nobody reads it until it is published."""
 
-    path: Path
-    files: list[str]
+    def __init__(self, path: Path, con: duckdb.DuckDBPyConnection, lake_snapshot: int):
+        self.path = path
+        self.con = con  # read-write, with the lake attached read-only as ``lake``
+        self.lake_snapshot = lake_snapshot
+        self.rows_applied: dict[str, int] = {}
+
+    def apply(self, table: str, rows: pa.Table | str) -> int:
+        """Upsert rows by key: an Arrow table, or a SQL relation name (``lake.staging.answers``)."""
+        if isinstance(rows, pa.Table):
+            if not rows.num_rows:
+                return 0
+            self.con.register("_incoming", as_arrow(table, rows))
+            source = "_incoming"
+        else:
+            source = rows
+        try:
+            n = self.con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]
+            if n:
+                for sql in upsert_sql(table, table, source):
+                    self.con.execute(sql)
+                self.rows_applied[table] = self.rows_applied.get(table, 0) + n
+        finally:
+            if source == "_incoming":
+                self.con.unregister("_incoming")
+        return n
+
+    def apply_staged(self, tables: tuple[str, ...]) -> int:
+        """Apply the lake's staged rows: the candidate then shows what the publish commit will."""
+        return sum(self.apply(t, f"{ALIAS}.{STAGING}.{t}") for t in tables)
+
+    def catch_up(self, until: int) -> int:
+        """Apply every row the published lake tables gained after this file's snapshot."""
+        if until <= self.lake_snapshot:
+            return 0
+        n = 0
+        for table in SCHEMAS:
+            cols = ", ".join(SCHEMAS[table].names)
+            rel = (f"(SELECT {cols} FROM ducklake_table_insertions({_quote(ALIAS)}, {_quote(MAIN)}, "
+                   f"{_quote(table)}, {self.lake_snapshot + 1}, {int(until)}))")
+            n += self.apply(table, rel)
+        self.lake_snapshot = until
+        return n
+
+    def finish(self, lake_snapshot: int) -> None:
+        """Record the lake snapshot this file now reflects, checkpoint and close it."""
+        self.con.execute("DELETE FROM build_info")
+        self.con.execute(
+            "INSERT INTO build_info VALUES (current_timestamp, ?, ?)",
+            [int(lake_snapshot), json_rows(self.rows_applied)],
+        )
+        self.con.execute(f"DETACH {ALIAS}")
+        self.con.execute("CHECKPOINT")
+        self.con.close()
+        self.lake_snapshot = lake_snapshot
+
+    def discard(self) -> None:
+        try:
+            self.con.close()
+        except duckdb.Error:
+            pass
+        _remove(self.path)
+
+
+def json_rows(counts: dict[str, int]) -> str:
+    import json
+
+    return json.dumps(dict(sorted(counts.items())))
 
 
 class Warehouse:
-    KEEP_SNAPSHOTS = 3
-
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        self.snapshots_dir = self.path.parent / "snapshots"
 
     @property
     def exists(self) -> bool:
         return self.path.is_file()
 
     def current_snapshot(self) -> Path:
-        """The file the published path points at now."""
+        """The published file (raises when nothing has been published yet)."""
         if not self.exists:
             raise FileNotFoundError(f"no published warehouse at {self.path}; run `sleeptime run` first")
-        return self.path.resolve()
+        return self.path
+
+    def identity(self) -> tuple[int, int]:
+        """Changes exactly when a publish replaces the file (inode, modification time)."""
+        st = os.stat(self.current_snapshot())
+        return st.st_ino, st.st_mtime_ns
 
     @contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-only connection to the published snapshot."""
+        """A read-only connection to the published file."""
         con = duckdb.connect(str(self.current_snapshot()), read_only=True)
         try:
             yield con
         finally:
             con.close()
 
-    def build(self, lake: Lake, include_staged: bool = True) -> Snapshot:
-        """Build a candidate snapshot from the lake (and the staged rows) next to the published file."""
+    def lake_snapshot(self) -> int | None:
+        """The lake snapshot the published file reflects (None: no warehouse yet)."""
+        if not self.exists:
+            return None
+        with self.read() as con:
+            row = con.execute("SELECT lake_snapshot FROM build_info").fetchone()
+        return int(row[0]) if row else None
+
+    def candidate(self, lake: Lake) -> Candidate:
+        """A copy of the published file caught up with the lake, or a fresh one built from it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        candidate = self.path.parent / f".candidate-{uuid.uuid4().hex}.duckdb"
-        all_files: list[str] = []
-        con = duckdb.connect(str(candidate))
+        self.cleanup_candidates()
+        path = self.path.parent / f".candidate-{uuid.uuid4().hex}.duckdb"
+        base = self.lake_snapshot() if self.exists else None
+        if base is not None:
+            shutil.copyfile(self.path, path)
+        con = duckdb.connect(str(path))
         try:
             apply_migrations(con)
-            for table, key in KEYS.items():
-                files = [str(p) for p in lake.files(table)]
-                if include_staged:
-                    files += [str(p) for p in lake.staged_files(table)]
-                all_files += files
-                if files:
-                    _load(con, table, key, files)
-            con.execute("CREATE TABLE build_info (built_at TIMESTAMPTZ, files_json VARCHAR)")
-            con.execute("INSERT INTO build_info VALUES (current_timestamp, ?)", [json.dumps(sorted(all_files))])
-            con.execute("CHECKPOINT")
+            load_extensions(con, lake.catalog)
+            con.execute(
+                f"ATTACH {_quote('ducklake:' + lake.catalog)} AS {ALIAS} "
+                f"(DATA_PATH {_quote(lake.data_path)}, READ_ONLY)"
+            )
+            now = int(con.execute(f"SELECT id FROM {ALIAS}.current_snapshot()").fetchone()[0])
+            if base is None:
+                candidate = Candidate(path, con, now)
+                for table in SCHEMAS:
+                    cols = ", ".join(SCHEMAS[table].names)
+                    con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {ALIAS}.{MAIN}.{table} AT (VERSION => {now})")
+            else:
+                candidate = Candidate(path, con, base)
+                candidate.catch_up(now)
         except BaseException:
             con.close()
-            _remove(candidate)
+            _remove(path)
             raise
-        con.close()
-        return Snapshot(candidate, sorted(all_files))
+        return candidate
 
-    @staticmethod
-    def append(snapshot: Snapshot, table: str, arrow) -> None:
-        """Add derived rows (already staged in the lake) to a candidate before it is gated."""
-        con = duckdb.connect(str(snapshot.path))
-        try:
-            con.register("incoming", arrow)
-            columns = ", ".join(arrow.schema.names)
-            con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM incoming")
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
-
-    def publish(self, snapshot: Snapshot) -> Path:
-        self.snapshots_dir.mkdir(parents=True, exist_ok=True)
-        final = self.snapshots_dir / f"sleeptime-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:6]}.duckdb"
-        os.replace(snapshot.path, final)
-        link = self.path.parent / f".link-{uuid.uuid4().hex}"
-        link.symlink_to(os.path.relpath(final, self.path.parent))
-        os.replace(link, self.path)  # the atomic switch
+    def publish(self, candidate: Candidate) -> Path:
+        os.replace(candidate.path, self.path)  # the atomic switch
         failpoint(PUBLISH_AFTER_SWAP)
-        self._prune(keep=final)
-        return final
+        return self.path
 
-    def _prune(self, keep: Path) -> None:
-        # Readers that still hold an old file keep it alive (POSIX), so deleting is safe.
-        old = sorted(self.snapshots_dir.glob("sleeptime-*.duckdb"))
-        for stale in old[: -self.KEEP_SNAPSHOTS]:
-            if stale != keep:
-                _remove(stale)
+    def catch_up(self, lake: Lake) -> int:
+        """Bring the published file up to the lake if a commit is missing (a crash between the
+        lake commit and the switch); returns the rows applied (0: it was current)."""
+        if not self.exists:
+            return 0
+        base, now = self.lake_snapshot(), lake.snapshot_id()
+        if base is not None and base >= now:
+            return 0
+        candidate = self.candidate(lake)
+        applied = sum(candidate.rows_applied.values())
+        if not applied and base is not None:
+            candidate.discard()  # only staging moved: nothing the warehouse holds
+            return 0
+        candidate.finish(now)
+        self.publish(candidate)
+        return applied
 
-    @staticmethod
-    def discard(snapshot: Snapshot) -> None:
-        _remove(snapshot.path)
+    def rebuild(self, lake: Lake) -> Path:
+        """A fresh file from the whole lake (on demand: `sleeptime warehouse rebuild`)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.cleanup_candidates()
+        tmp = Warehouse(self.path.parent / f".rebuild-{uuid.uuid4().hex}.duckdb")
+        candidate = tmp.candidate(lake)  # no published file there: a full load
+        candidate.finish(candidate.lake_snapshot)
+        return self.publish(candidate)
 
     def cleanup_candidates(self) -> None:
         """Remove candidates left by a crashed publish."""
-        for stale in self.path.parent.glob(".candidate-*.duckdb*"):
-            stale.unlink(missing_ok=True)
-
-
-def _load(con: duckdb.DuckDBPyConnection, table: str, key: tuple[str, ...], files: list[str]) -> None:
-    columns = [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()]
-    cols = ", ".join(columns)
-    partition = ", ".join(key)
-    # Table and column names come from our own schema files; the file list is a bound parameter.
-    con.execute(
-        f"INSERT INTO {table} ({cols}) SELECT {cols} FROM read_parquet(?, union_by_name = true) "
-        f"QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY run_id DESC) = 1",
-        [files],
-    )
+        for pattern in (".candidate-*.duckdb*", ".rebuild-*.duckdb*"):
+            for stale in self.path.parent.glob(pattern):
+                stale.unlink(missing_ok=True)
 
 
 def _remove(path: Path) -> None:
     for p in (path, path.with_name(path.name + ".wal")):
         p.unlink(missing_ok=True)
-
-
-# The columns the pipeline's diff and skip sets need, per table.
-INDEX_COLUMNS: dict[str, tuple[str, ...]] = {
-    "contexts": ("context_id", "content_hash", "deleted", "run_id"),
-    "queries": ("query_id", "context_hash"),
-    "variants": ("variant_id", "context_id"),
-    "answers": ("answer_id", "context_id"),
-    "quarantine": ("source", "location", "reason"),
-    "policies": ("policy_version",),
-}
-
-
-def open_lake_index(lake: Lake) -> duckdb.DuckDBPyConnection:
-    """An in-memory index of the lake (committed and staged) for diffs and skip sets.
-
-    The lake, not the published file, is the truth: after a crash between committing staged
-    files and swapping the warehouse, the lake already holds the work and must not be redone.
-    """
-    con = duckdb.connect()
-    for table, columns in INDEX_COLUMNS.items():
-        files = [str(p) for p in lake.files(table)] + [str(p) for p in lake.staged_files(table)]
-        cols = ", ".join(columns)
-        if files:
-            con.execute(f"CREATE TABLE {table} AS SELECT {cols} FROM read_parquet(?, union_by_name = true)", [files])
-        else:
-            types = {f.name: f.type for f in lake._schema(table)}
-            ddl = ", ".join(f"{c} {'BOOLEAN' if str(types[c]) == 'bool' else 'VARCHAR'}" for c in columns)
-            con.execute(f"CREATE TABLE {table} ({ddl})")
-    con.execute(
-        """CREATE VIEW contexts_current AS
-        SELECT context_id, content_hash FROM (
-            SELECT *, row_number() OVER (PARTITION BY context_id ORDER BY run_id DESC, deleted DESC) AS rn
-            FROM contexts) WHERE rn = 1 AND NOT deleted"""
-    )
-    return con
