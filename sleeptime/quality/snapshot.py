@@ -21,7 +21,7 @@ import duckdb
 from sleeptime.config import RunConfig
 from sleeptime.quality.gate import GateResult, ReferenceCheck, validate_delta, validate_snapshot
 from sleeptime.storage.records import KEYS
-from sleeptime.storage.warehouse import Candidate
+from sleeptime.storage.warehouse import Candidate, connect_read_only
 
 _FAILING = "(SELECT context_id FROM failures_open)"
 
@@ -110,7 +110,7 @@ def gate_full(con: duckdb.DuckDBPyConnection, config: RunConfig, name: str = "fu
 
 def gate_snapshot(path: Path, config: RunConfig) -> tuple[bool, str]:
     """``gate_full`` over the warehouse file at ``path``."""
-    con = duckdb.connect(str(path), read_only=True)
+    con = connect_read_only(path)
     try:
         return gate_full(con, config)
     finally:

@@ -34,7 +34,7 @@ from sleeptime.domain import Context, TestBudget, Usage, Variant
 from sleeptime.policy import Policy
 from sleeptime.policy._fit import CORPUS, RAW, rank_options
 from sleeptime.policy.store import load_current_policy
-from sleeptime.storage.warehouse import Warehouse
+from sleeptime.storage.warehouse import Warehouse, connect_read_only
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ def load_serving_snapshot(path: Path | str, config: RunConfig) -> ServingSnapsho
     """Everything selection needs from one snapshot file, through one read-only connection."""
     started = time.perf_counter()
     path = Path(path)
-    con = duckdb.connect(str(path), read_only=True)
+    con = connect_read_only(path)
     try:
         st = os.stat(path)  # after opening: the identity of the file this connection reads (or older)
         identity = (st.st_ino, st.st_mtime_ns)

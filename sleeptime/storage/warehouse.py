@@ -164,7 +164,7 @@ class Warehouse:
     @contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-only connection to the published file."""
-        con = duckdb.connect(str(self.current_snapshot()), read_only=True)
+        con = connect_read_only(self.current_snapshot())
         try:
             yield con
         finally:
@@ -245,6 +245,24 @@ class Warehouse:
         for pattern in (".candidate-*.duckdb*", ".rebuild-*.duckdb*"):
             for stale in self.path.parent.glob(pattern):
                 stale.unlink(missing_ok=True)
+
+
+def connect_read_only(path: Path | str) -> duckdb.DuckDBPyConnection:
+    """A reader of the file at ``path`` as it is now, even inside a process that already reads an
+    older file at the same path.
+
+    ``duckdb.connect(path)`` reuses a database the process already has open at that path, so a
+    reader opened before a publish would hand the old snapshot to every later reader in the same
+    process. Attaching the file in a fresh in-memory database opens what the path names now.
+    """
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH {_quote(str(path))} AS warehouse (READ_ONLY)")
+        con.execute("USE warehouse")
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 def _remove(path: Path) -> None:
