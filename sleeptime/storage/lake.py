@@ -107,6 +107,17 @@ class Lake:
         self.root = Path(root)
         self.catalog = catalog or f"sqlite:{self.root / 'catalog.sqlite'}"
         self.data_path = data_path or str(self.root / "data") + "/"
+        # The default layout keeps the data beside the catalog, so the folder can be copied or
+        # moved whole; DuckLake records the absolute data path and would refuse the new one.
+        self.portable = catalog is None and data_path is None
+
+    def attach_sql(self, read_only: bool = False) -> str:
+        options = [f"DATA_PATH {_quote(self.data_path)}"]
+        if self.portable:
+            options.append("OVERRIDE_DATA_PATH true")
+        if read_only:
+            options.append("READ_ONLY")
+        return f"ATTACH {_quote('ducklake:' + self.catalog)} AS {ALIAS} ({', '.join(options)})"
 
     # connection -------------------------------------------------------------------------
 
@@ -118,9 +129,7 @@ class Lake:
                     _sqlite_wal(self.catalog.removeprefix("sqlite:"))
                 con = duckdb.connect()
                 load_extensions(con, self.catalog)
-                con.execute(
-                    f"ATTACH {_quote('ducklake:' + self.catalog)} AS {ALIAS} (DATA_PATH {_quote(self.data_path)})"
-                )
+                con.execute(self.attach_sql())
                 _create_tables(con)
                 Lake._open[key] = (con, threading.RLock())
             return Lake._open[key]

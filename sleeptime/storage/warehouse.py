@@ -190,10 +190,7 @@ class Warehouse:
         try:
             apply_migrations(con)
             load_extensions(con, lake.catalog)
-            con.execute(
-                f"ATTACH {_quote('ducklake:' + lake.catalog)} AS {ALIAS} "
-                f"(DATA_PATH {_quote(lake.data_path)}, READ_ONLY)"
-            )
+            con.execute(lake.attach_sql(read_only=True))
             now = int(con.execute(f"SELECT id FROM {ALIAS}.current_snapshot()").fetchone()[0])
             if base is None:
                 candidate = Candidate(path, con, now)
@@ -231,6 +228,13 @@ class Warehouse:
         self.publish(candidate)
         return applied
 
+    def sync(self, lake: Lake) -> Path:
+        """Make the published file show the lake as it is now (catch up, or build it if missing)."""
+        if self.exists:
+            self.catch_up(lake)
+            return self.path
+        return self.rebuild(lake)
+
     def rebuild(self, lake: Lake) -> Path:
         """A fresh file from the whole lake (on demand: `sleeptime warehouse rebuild`)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -262,7 +266,28 @@ def connect_read_only(path: Path | str) -> duckdb.DuckDBPyConnection:
     except BaseException:
         con.close()
         raise
-    return con
+    return _ReadConnection(con)  # type: ignore[return-value]
+
+
+class _ReadConnection:
+    """A DuckDB connection whose cursors also read the attached warehouse (``USE`` is per cursor)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self._con = con
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = self._con.cursor()
+        cur.execute("USE warehouse")
+        return cur
+
+    def __getattr__(self, name: str):
+        return getattr(self._con, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._con.close()
 
 
 def _remove(path: Path) -> None:

@@ -36,15 +36,15 @@ def published(tmp_path_factory):
     result = run_local(config)
     lake, run_id = Lake(config.lake_dir), "r20260101T000000000000"
     rows = result.loaded.rows
-    lake.write("contexts", run_id, [context_record(r.context, run_id) for r in rows])
-    lake.write("queries", run_id, [query_record(q, r.context.content_hash, run_id) for r in rows for q in r.queries])
-    lake.write("variants", run_id, [variant_record(v, run_id) for v in result.variants])
-    lake.write("answers", run_id, [answer_record(a, run_id) for a in result.answers])
+    lake.write("contexts", [context_record(r.context, run_id) for r in rows], run_id=run_id)
+    lake.write("queries", [query_record(q, r.context.content_hash, run_id) for r in rows for q in r.queries], run_id=run_id)
+    lake.write("variants", [variant_record(v, run_id) for v in result.variants], run_id=run_id)
+    lake.write("answers", [answer_record(a, run_id) for a in result.answers], run_id=run_id)
     summary = RunSummary(run_id=run_id, corpus="test", started_at=datetime.now(timezone.utc), status="published")
     summary.model_calls = len(result.variants) + len(result.answers)
-    lake.write("runs", run_id, [summary.record()])
+    lake.write("runs", [summary.record()], run_id=run_id)
     warehouse = Warehouse(config.warehouse_path)
-    warehouse.publish(warehouse.build(lake))
+    warehouse.sync(lake)
     return warehouse, config
 
 

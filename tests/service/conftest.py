@@ -56,16 +56,16 @@ def with_tenant(context: Context, tenant: str) -> Context:
 
 def write_rows(lake: Lake, served: Served, context_ids: set[str], run_id: str) -> None:
     rows = served.rows(context_ids)
-    lake.write("contexts", run_id, [context_record(with_tenant(r.context, served.tenant_of[r.context.id]), run_id) for r in rows])
-    lake.write("queries", run_id, [query_record(q, r.context.content_hash, run_id) for r in rows for q in r.queries])
-    lake.write("variants", run_id, [variant_record(v, run_id) for v in served.result.variants if v.context_id in context_ids])
-    lake.write("answers", run_id, [answer_record(a, run_id) for a in served.result.answers if a.context_id in context_ids])
+    lake.write("contexts", [context_record(with_tenant(r.context, served.tenant_of[r.context.id]), run_id) for r in rows], run_id=run_id)
+    lake.write("queries", [query_record(q, r.context.content_hash, run_id) for r in rows for q in r.queries], run_id=run_id)
+    lake.write("variants", [variant_record(v, run_id) for v in served.result.variants if v.context_id in context_ids], run_id=run_id)
+    lake.write("answers", [answer_record(a, run_id) for a in served.result.answers if a.context_id in context_ids], run_id=run_id)
     summary = RunSummary(run_id=run_id, corpus="test", started_at=datetime.now(timezone.utc), status="published")
-    lake.write("runs", run_id, [summary.record()])
+    lake.write("runs", [summary.record()], run_id=run_id)
 
 
 def publish(warehouse: Warehouse, lake: Lake) -> Path:
-    return warehouse.publish(warehouse.build(lake))
+    return warehouse.sync(lake)
 
 
 @pytest.fixture(scope="session")

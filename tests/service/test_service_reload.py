@@ -43,18 +43,21 @@ def test_publish_under_load_swaps_snapshots_without_errors(served, helpers, tmp_
         threads = [threading.Thread(target=fire) for _ in range(3)]
         for t in threads:
             t.start()
-        time.sleep(0.3)
-        helpers.write_rows(lake, served, {served.extra_id}, "r20260102T000000000000")
-        helpers.publish(warehouse, lake)
-        second = helpers.wait_ready(client, snapshot=first["snapshot"])
-        time.sleep(0.3)  # keep firing on the new snapshot
-        # A second publish while still under load.
-        helpers.publish(warehouse, lake)
-        third = helpers.wait_ready(client, snapshot=second["snapshot"])
-        time.sleep(0.2)
-        stop.set()
-        for t in threads:
-            t.join()
+        try:
+            time.sleep(0.3)
+            helpers.write_rows(lake, served, {served.extra_id}, "r20260102T000000000000")
+            helpers.publish(warehouse, lake)
+            second = helpers.wait_ready(client, snapshot=first["snapshot"])
+            time.sleep(0.3)  # keep firing on the new snapshot
+            # A second publish while still under load (a run that only adds its own row).
+            lake.write("runs", [{"run_id": "r20260103T000000000000", "status": "published", "detail_json": "{}"}])
+            helpers.publish(warehouse, lake)
+            third = helpers.wait_ready(client, snapshot=second["snapshot"])
+            time.sleep(0.2)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
 
         assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
         assert {first["snapshot"], second["snapshot"]} <= snapshots
@@ -74,11 +77,9 @@ def test_a_snapshot_that_fails_to_load_keeps_the_old_one(served, helpers, tmp_pa
     settings = ServiceSettings(config=config, keys_path=served.keys.path, reload_interval_s=0.05, query_log=False)
     with TestClient(create_app(settings)) as client:
         good = helpers.wait_ready(client)
-        broken = warehouse.snapshots_dir / "sleeptime-99999999T000000000000-broken.duckdb"
+        broken = warehouse.path.parent / ".broken.duckdb"
         broken.write_bytes(b"this is not a duckdb file" * 100)
-        link = warehouse.path.parent / ".link-broken"
-        link.symlink_to(os.path.relpath(broken, warehouse.path.parent))
-        os.replace(link, warehouse.path)
+        os.replace(broken, warehouse.path)  # published the way a publish does: one rename
         deadline = time.monotonic() + 10
         while client.get("/readyz").json().get("last_error") is None and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -88,9 +89,14 @@ def test_a_snapshot_that_fails_to_load_keeps_the_old_one(served, helpers, tmp_pa
                         headers=served.headers("acme"))
         assert r.status_code == 200 and r.json()["snapshot"] == good["snapshot"]
         assert 'sleeptime_snapshot_reloads_total{result="error"} 1' in client.get("/metrics").text
-        helpers.publish(warehouse, lake)  # the next good publish is picked up
-        recovered = helpers.wait_ready(client, snapshot=good["snapshot"])
+        warehouse.rebuild(lake)  # `sleeptime warehouse rebuild`: the next good file is picked up
+        deadline = time.monotonic() + 10
+        while client.get("/readyz").json().get("last_error") is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        recovered = client.get("/readyz").json()
+        # The same lake snapshot as before the damage, in a new file.
         assert recovered["last_error"] is None and recovered["reloads"] == 2
+        assert recovered["snapshot"] == good["snapshot"]
 
 
 def test_not_ready_until_a_snapshot_exists(served, helpers, tmp_path):

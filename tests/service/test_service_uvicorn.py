@@ -22,10 +22,10 @@ def free_port() -> int:
 
 def test_serve_in_a_uvicorn_process(served, tmp_path):
     port = free_port()
-    lake = tmp_path / "lake"
+    spool = tmp_path / "spool"
     cmd = [sys.executable, "-m", "sleeptime.service", "serve", "--config", str(served.config_path),
            "--keys-file", str(served.keys.path), "--port", str(port), "--reload-interval", "0.5",
-           "--query-log-dir", str(lake), "--log-flush-s", "600", "--no-access-log"]
+           "--query-log-dir", str(spool), "--log-flush-s", "600", "--no-access-log"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     base = f"http://127.0.0.1:{port}"
@@ -62,7 +62,7 @@ def test_serve_in_a_uvicorn_process(served, tmp_path):
     assert proc.returncode in (0, -signal.SIGTERM), output  # uvicorn re-raises the signal after a clean shutdown
     assert "Application shutdown complete" in output
     assert f"Uvicorn running on http://127.0.0.1:{port}" in output
-    files = list(lake.glob("query_log/published=service-*/*.parquet"))
+    files = list(spool.glob("query_log/*.parquet"))
     rows = pq.read_table(files).to_pylist()
     assert [r["request_id"] for r in rows] == [body["request_id"]]
     assert served.secrets["globex"] not in output and "Hugo and Sara" not in output
