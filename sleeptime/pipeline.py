@@ -157,19 +157,37 @@ def _context(r: dict[str, Any]) -> Context:
                    metadata=json.loads(r["metadata_json"] or "{}"))
 
 
+# Variant.make_id in SQL: "v_" + the first 16 hex digits of sha256 of the compact JSON array of
+# (context hash, model, budget, sample, prompt version). DuckDB's json_array writes the same bytes
+# as json.dumps(separators=(",", ":"), ensure_ascii=False); tests/test_pipeline.py checks it.
+VARIANT_ID_SQL = "'v_' || sha256(json_array({hash}, {model}, {budget}, {sample}, {pv})::VARCHAR)[1:16]"
+
+_WANTED_VARIANTS = f"""
+CREATE OR REPLACE TEMP VIEW wanted_variants AS
+SELECT c.context_id, c.content_hash, c.text, c.source, c.metadata_json, s.sleep_budget, s.sample_index,
+       {VARIANT_ID_SQL.format(hash="c.content_hash", model="(SELECT model FROM _ids)", budget="s.sleep_budget",
+                              sample="s.sample_index", pv="(SELECT pv FROM _ids)")} AS variant_id
+FROM contexts_current c CROSS JOIN slots s
+"""
+
+
+def _wanted_variants(idx: duckdb.DuckDBPyConnection, config: RunConfig) -> None:
+    """Temp view ``wanted_variants``: every (current context, budget, sample) and its variant id."""
+    idx.register("slots", _slots(config))
+    # A view cannot take parameters: the model and prompt version come from a one-row table.
+    idx.register("_ids", pa.table({"model": [config.sleep_model], "pv": [PROMPT_VERSION]}))
+    idx.execute(_WANTED_VARIANTS)
+
+
 def pending_sleep_jobs(lake: Lake, config: RunConfig) -> list[SleepJob]:
     """Every configured (current context, budget, sample) whose variant is in neither the lake nor staging."""
     budgets = {b.name: b for b in config.sleep_budgets}
     with lake_index(lake) as idx:
-        idx.register("slots", _slots(config))
+        _wanted_variants(idx, config)
         rows = _dicts(idx.execute(
-            """SELECT c.context_id, c.text, c.source, c.metadata_json, s.sleep_budget, s.sample_index
-               FROM contexts_current c CROSS JOIN slots s
-               WHERE NOT EXISTS (
-                   SELECT 1 FROM variants v WHERE v.context_hash = c.content_hash AND v.model = ?
-                   AND v.sleep_budget = s.sleep_budget AND v.sample_index = s.sample_index AND v.prompt_version = ?)
-               ORDER BY c.context_id, s.sleep_budget, s.sample_index""",
-            [config.sleep_model, PROMPT_VERSION],
+            """SELECT w.* FROM wanted_variants w
+               WHERE NOT EXISTS (SELECT 1 FROM variants v WHERE v.variant_id = w.variant_id)
+               ORDER BY w.context_id, w.sleep_budget, w.sample_index"""
         ))
     contexts: dict[str, Context] = {}
     jobs = []
@@ -179,11 +197,11 @@ def pending_sleep_jobs(lake: Lake, config: RunConfig) -> list[SleepJob]:
     return jobs
 
 
+# The variants the test grid uses: exactly those with the id this configuration gives each
+# (context, budget, sample); a row with any other id (hand-made, another prompt version) is not.
 _CURRENT_VARIANTS = """
 SELECT DISTINCT ON (v.variant_id) v.*
-FROM variants v JOIN contexts_current c ON v.context_id = c.context_id AND v.context_hash = c.content_hash
-JOIN slots s ON s.sleep_budget = v.sleep_budget AND s.sample_index = v.sample_index
-WHERE v.model = ? AND v.prompt_version = ?
+FROM variants v JOIN wanted_variants w ON v.variant_id = w.variant_id AND v.context_id = w.context_id
 ORDER BY v.variant_id, v.run_id DESC
 """
 
@@ -198,9 +216,9 @@ def pending_test_jobs(lake: Lake, config: RunConfig) -> tuple[list[TestJob], int
     tb = pa.table({"test_budget": [g[0] for g in grid], "sample_index": pa.array([g[1] for g in grid], pa.int32()),
                    "raw_only": [g[2] for g in grid]})
     with lake_index(lake) as idx:
-        idx.register("slots", _slots(config))
+        _wanted_variants(idx, config)
         idx.register("tb", tb)
-        plan_variants = idx.execute(_CURRENT_VARIANTS, [config.sleep_model, PROMPT_VERSION]).to_arrow_table()
+        plan_variants = idx.execute(_CURRENT_VARIANTS).to_arrow_table()
         idx.register("plan_variants", plan_variants)
         n_variants = plan_variants.num_rows
         rows = _dicts(idx.execute(
@@ -392,7 +410,13 @@ def publish(lake: Lake, warehouse: Warehouse, summary: RunSummary, gate: GateFn,
     spooled: dict[str, pa.Table] = {}
     committed_spool: Callable[[], None] = lambda: None
     try:
-        candidate.apply_staged(STAGED_TABLES)
+        try:
+            candidate.apply_staged(STAGED_TABLES)
+        except duckdb.ConstraintException as exc:  # a row the warehouse schema refuses: fail closed
+            candidate.discard()
+            summary.status, summary.gate_report = "rejected", f"staged rows break the warehouse schema: {exc}"
+            lake.reject(summary.record())
+            return PublishOutcome(False, summary.gate_report)
         _failpoints.failpoint(_failpoints.PUBLISH_AFTER_BUILD)
         derived: dict[str, pa.Table] = {}
         if derive and any(candidate.rows_applied.get(t) for t in _POLICY_INPUTS):

@@ -100,11 +100,13 @@ def as_arrow(table: str, rows: Iterable[Mapping[str, Any]] | pa.Table) -> pa.Tab
 class Lake:
     """Handle on the lake at ``root`` (one shared DuckDB instance per catalog in a process)."""
 
-    _open: dict[tuple[str, str], tuple[duckdb.DuckDBPyConnection, threading.RLock]] = {}
+    _open: dict[tuple[str, str, bool], tuple[duckdb.DuckDBPyConnection, threading.RLock]] = {}
     _open_lock = threading.Lock()
 
-    def __init__(self, root: Path | str, catalog: str | None = None, data_path: str | None = None):
+    def __init__(self, root: Path | str, catalog: str | None = None, data_path: str | None = None,
+                 *, read_only: bool = False):
         self.root = Path(root)
+        self.read_only = read_only  # a reader beside the writer process (tests, tools): never writes
         self.catalog = catalog or f"sqlite:{self.root / 'catalog.sqlite'}"
         self.data_path = data_path or str(self.root / "data") + "/"
         # The default layout keeps the data beside the catalog, so the folder can be copied or
@@ -122,15 +124,16 @@ class Lake:
     # connection -------------------------------------------------------------------------
 
     def _shared(self) -> tuple[duckdb.DuckDBPyConnection, threading.RLock]:
-        key = (self.catalog, self.data_path)
+        key = (self.catalog, self.data_path, self.read_only)
         with Lake._open_lock:
             if key not in Lake._open:
-                if self.catalog.startswith("sqlite:"):
+                if self.catalog.startswith("sqlite:") and not self.read_only:
                     _sqlite_wal(self.catalog.removeprefix("sqlite:"))
                 con = duckdb.connect()
                 load_extensions(con, self.catalog)
-                con.execute(self.attach_sql())
-                _create_tables(con)
+                con.execute(self.attach_sql(read_only=self.read_only))
+                if not self.read_only:
+                    _create_tables(con)
                 Lake._open[key] = (con, threading.RLock())
             return Lake._open[key]
 

@@ -38,7 +38,7 @@ def test_a_refused_run_exits_non_zero(pipeline):
     assert CliRunner().invoke(app, ["run", "--config", str(pipeline.config)]).exit_code == 0
     with pipeline.warehouse().read() as con:
         good = con.execute("SELECT * FROM variants_current LIMIT 1").df().iloc[0].to_dict()
-    Lake(pipeline.out / "lake").stage("variants", "broken", [{**good, "variant_id": "v_bad", "completion_tokens": -1}])
+    Lake(pipeline.out / "lake").stage("variants", [{**good, "variant_id": "v_bad", "completion_tokens": -1}])
     result = CliRunner().invoke(app, ["run", "--config", str(pipeline.config)])
     assert result.exit_code == 1
     assert "quality gate refused" in _plain(result.output)

@@ -41,20 +41,23 @@ def test_sigkill_midway_then_rerun_gives_exactly_the_rows_of_a_clean_run(pipelin
         [sys.executable, "-m", "sleeptime.cli", "run", "--config", str(crashed.config)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    staging = crashed.out / "lake" / "_staging" / "answers"
+    from sleeptime.storage import Lake
+
+    staged = Lake(crashed.out / "lake", read_only=True)
     deadline = time.monotonic() + 240
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            if len(list(staging.glob("*.parquet"))) >= 2:
+            if (crashed.out / "lake" / "catalog.sqlite").exists() and staged.read_staged("answers").num_rows >= 2:
                 break
-            time.sleep(0.05)
+            time.sleep(0.2)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         kill_session(proc.pid)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (crashed.out / "warehouse" / "sleeptime.duckdb").exists()  # nothing was published
-    assert list(staging.glob("*.parquet")), "finished shards wait in staging"
+    assert staged.read_staged("answers").num_rows, "finished shards wait in staging"
+    Lake.close_all()
 
     resumed = crashed.run()
     assert resumed.status == "published"

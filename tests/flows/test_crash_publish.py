@@ -28,12 +28,17 @@ def _spawn_run(p: Pipeline, tmp_path: Path, **env_extra: str) -> subprocess.Pope
     )
 
 
-def _published_state(p: Pipeline) -> tuple[str, int, int]:
-    link = p.out / "warehouse" / "sleeptime.duckdb"
+def _published_state(p: Pipeline) -> tuple[tuple[int, int], int, int]:
     with p.warehouse().read() as con:
         contexts = con.execute("SELECT count(*) FROM contexts_current").fetchone()[0]
         variants = con.execute("SELECT count(*) FROM variants_current").fetchone()[0]
-    return os.readlink(link), contexts, variants
+    return p.warehouse().identity(), contexts, variants
+
+
+def _staged_rows(p: Pipeline, table: str = "variants") -> int:
+    from sleeptime.storage import Lake
+
+    return Lake(p.out / "lake", read_only=True).read_staged(table).num_rows
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +52,7 @@ def clean_history(prefect_harness, ray_session, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", [_failpoints.PUBLISH_MID_COMMIT, _failpoints.PUBLISH_BEFORE_SWAP])
+@pytest.mark.parametrize("point", _failpoints.POINTS)
 def test_sigkill_during_publish_leaves_the_old_snapshot_and_the_rerun_completes_it(clean_history, tmp_path, point):
     crashed = Pipeline(tmp_path / "crashed", contexts=4, seed=8)
     crashed.run()
@@ -60,14 +65,29 @@ def test_sigkill_during_publish_leaves_the_old_snapshot_and_the_rerun_completes_
     finally:
         kill_session(proc.pid)
 
-    # Readers still see the last whole snapshot: the same file, the same counts.
-    assert _published_state(crashed) == before
-    if point == _failpoints.PUBLISH_MID_COMMIT:
-        assert list((crashed.out / "lake" / "_staging").rglob("*.parquet")), "the rest is still staged"
+    from sleeptime.storage import Lake
+
+    committed = point in (_failpoints.PUBLISH_BEFORE_SWAP, _failpoints.PUBLISH_AFTER_SWAP)
+    runs = {r["run_id"]: r["status"] for r in Lake(crashed.out / "lake", read_only=True).read("runs").to_pylist()}
+    if point == _failpoints.PUBLISH_AFTER_SWAP:
+        # The switch happened: readers see the new snapshot, and the lake says so.
+        assert _published_state(crashed)[1:] == (6, 12)
+        assert sorted(runs.values()) == ["published", "published"]
+    else:
+        # Readers still see the last whole snapshot: the same file, the same counts.
+        assert _published_state(crashed) == before
+        # The lake holds the run as published only if its commit happened (the warehouse lags).
+        assert sorted(runs.values()) == (["published", "published"] if committed else ["published"])
+        assert _staged_rows(crashed) == (0 if committed else 4), "uncommitted work waits in staging"
 
     resumed = crashed.run()
     assert resumed.status == "published" and resumed.model_calls == 0  # nothing recomputed
     assert _published_state(crashed)[1:] == (6, 12)
+    if point == _failpoints.PUBLISH_BEFORE_SWAP:
+        assert resumed.extra["recovered"]["warehouse_rows_caught_up"] > 0
+    statuses = sorted(r["status"] for r in Lake(crashed.out / "lake", read_only=True).read("runs").to_pylist())
+    # Truthful history: the killed run is published if its commit happened, else interrupted.
+    assert statuses == ["published"] * 3 if committed else ["interrupted", "published", "published"]
     keys, lake_rows = clean_history
     assert _keys(crashed) == keys
     assert _lake_rows(crashed) == lake_rows
@@ -99,14 +119,13 @@ def test_sigkill_of_a_ray_worker_mid_run_is_survived(clean_history, tmp_path):
     crashed.write_config(shard_size=1)
 
     proc = _spawn_run(crashed, tmp_path)
-    staging = crashed.out / "lake" / "_staging"
     killed = None
     deadline = time.monotonic() + 240
     try:
         # Wait until the workers are busy (the first shard is staged), then kill one.
         while killed is None and time.monotonic() < deadline and proc.poll() is None:
             workers = _model_workers(proc.pid)
-            if workers and list(staging.glob("variants/*.parquet")):
+            if workers and _staged_rows(crashed):
                 os.kill(workers[0], signal.SIGKILL)
                 killed = workers[0]
             time.sleep(0.02)

@@ -78,8 +78,9 @@ def test_too_many_failures_fail_the_run_without_publishing_and_lose_nothing(pipe
     failed = err.value.summary
     assert "max_failure_rate" in str(err.value) and failed.status == "failed"
     assert not (pipeline.out / "warehouse" / "sleeptime.duckdb").exists()
-    staged = sum(1 for _ in (pipeline.out / "lake" / "_staging").rglob("*.parquet"))
-    assert staged > 0, "the finished shards wait in staging"
+    from sleeptime.storage import Lake
+
+    assert Lake(pipeline.out / "lake").staged_count() > 0, "the finished shards wait in staging"
 
     with FakeOpenAIServer(FaultConfig(latency_s=0.0)) as healthy:
         _use(pipeline, healthy.base_url, max_failure_rate=0.0)

@@ -1,6 +1,8 @@
 """The orchestrated pipeline end to end: Prefect (test harness), Ray (a local cluster), lake,
 warehouse and the GX gate, on a tiny generated corpus."""
 
+import json
+
 import pytest
 
 from sleeptime.dataset import generate_corpus
@@ -70,23 +72,27 @@ def test_a_broken_variant_row_fails_the_gate_and_keeps_the_previous_snapshot(pip
     from sleeptime.storage import Lake
 
     pipeline.run()
-    published = pipeline.warehouse().current_snapshot()
+    published = pipeline.warehouse().identity()
     with pipeline.warehouse().read() as con:
         good = con.execute("SELECT * FROM variants_current LIMIT 1").df().iloc[0].to_dict()
     broken = {**good, "variant_id": "v_broken", "completion_tokens": -5, "text": None, "run_id": "rbroken"}
     lake = Lake(pipeline.out / "lake")
-    lake.stage("variants", "broken", [broken])
+    lake.stage("variants", [broken])
 
     with pytest.raises(RunFailed) as failure:
         pipeline.run()
     message = str(failure.value)
     assert "quality gate refused" in message
     assert "completion_tokens" in message and "text" in message
-    assert pipeline.warehouse().current_snapshot() == published
+    assert pipeline.warehouse().identity() == published
     assert pipeline.count("SELECT count(*) FROM variants WHERE variant_id = 'v_broken'") == 0
-    assert not lake.staged_files("variants")
-    assert any((pipeline.out / "lake" / "_rejected").rglob("broken.parquet"))
-    statuses = [r["status"] for r in lake.read("runs").to_pylist()]
-    assert sorted(statuses) == ["published", "rejected"]
+    assert lake.staged_count() == 0 and lake.read("variants").num_rows == pipeline.count("SELECT count(*) FROM variants")
+    runs = {r["status"]: r for r in lake.read("runs").to_pylist()}
+    # The staged row came from no run in history: recorded as an interrupted run, then refused.
+    assert sorted(runs) == ["interrupted", "published", "rejected"]
+    # The refused rows stay readable by time travel at the snapshot the rejected run names.
+    at = json.loads(runs["rejected"]["detail_json"])["rejected_rows_at_snapshot"]
+    refused = lake.read("variants", at=at, schema="staging").column("variant_id").to_pylist()
+    assert "v_broken" in refused
     # The next run recomputes nothing that was good, and publishes again.
     assert pipeline.run().status == "published"
