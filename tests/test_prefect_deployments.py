@@ -61,7 +61,7 @@ def test_prefect_yaml_deploys_and_a_worker_runs_a_deployment(prefect_server, tmp
     url, env = prefect_server
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     names = {d["name"] for d in spec["deployments"]}
-    assert {"nightly-refresh", "evaluate-on-demand", "full-run", "report"} <= names
+    assert {"nightly-refresh", "evaluate-on-demand", "full-run", "report", "weekly-full-validation"} <= names
 
     run = lambda *args: subprocess.run([PREFECT, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     created = run("work-pool", "create", "sleeptime-local", "--type", "process")
@@ -74,6 +74,11 @@ def test_prefect_yaml_deploys_and_a_worker_runs_a_deployment(prefect_server, tmp
     refresh = deployments["nightly-refresh"]
     assert refresh["schedules"][0]["schedule"]["cron"] == "0 2 * * *"
     assert refresh["entrypoint"] == "flows/pipeline.py:refresh"
+    # Writers queue instead of overlapping.
+    for name in ("nightly-refresh", "evaluate-on-demand", "full-run"):
+        limit = deployments[name].get("global_concurrency_limit") or {}
+        assert deployments[name].get("concurrency_limit") == 1 or limit.get("limit") == 1, deployments[name]
+    assert deployments["weekly-full-validation"]["entrypoint"] == "flows/pipeline.py:validate_full"
     assert refresh["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]["directory"] == str(ROOT)
 
     # Run the refresh deployment on a tiny corpus through a real process worker.

@@ -193,3 +193,46 @@ def test_empty_contexts_valid_only_without_variants(snapshot):
     result = gate(empty, variants, empty)
     assert not result.success
     assert failures(result, "contexts", "expect_table_row_count_to_be_between"), result.describe()
+
+
+# --- the delta gate: the rows a run adds, plus SQL reference counts ------------------------------
+
+
+def delta_gate(contexts, variants, answers, references=(), **kwargs) -> GateResult:
+    from sleeptime.quality.gate import validate_delta
+
+    return validate_delta(contexts, variants, answers, list(references), SLEEP, TEST, MODEL, **kwargs)
+
+
+def test_a_valid_delta_passes_and_runs_the_reference_suite(snapshot):
+    from sleeptime.quality.gate import ReferenceCheck
+
+    result = delta_gate(*copies(snapshot), [ReferenceCheck("answers_reference_a_variant", "refs", 0)])
+    assert result.success, result.describe()
+    assert "references" in result.suites_run and "coverage" not in result.suites_run
+
+
+def test_a_delta_without_contexts_is_checked_on_what_it_has(snapshot):
+    contexts, variants, answers = copies(snapshot)
+    result = delta_gate(contexts.iloc[0:0], variants, answers)
+    assert result.success, result.describe()
+    assert result.skipped["contexts"] == "no new contexts"
+
+
+def test_a_reference_violation_fails_and_names_the_check_and_examples(snapshot):
+    from sleeptime.quality.gate import ReferenceCheck
+
+    checks = [ReferenceCheck("answers_reference_a_variant", "every new answer references a variant", 0),
+              ReferenceCheck("current_contexts_covered", "every current context has its variants", 2, ("c7", "c9"))]
+    result = delta_gate(*copies(snapshot), checks)
+    assert not result.success
+    [failed] = result.failed_in("references")
+    assert "current_contexts_covered" in failed.detail and "c7" in failed.detail
+
+
+def test_a_bad_new_row_fails_the_delta_gate(snapshot):
+    contexts, variants, answers = copies(snapshot)
+    variants.loc[0, "completion_tokens"] = -3
+    result = delta_gate(contexts, variants, answers)
+    assert not result.success
+    assert any(f.column == "completion_tokens" for f in result.failed_in("variants"))
