@@ -89,31 +89,41 @@ CHANGE_SEED = 1011  # the changed contexts' new text comes from this seed
 
 # The subprocess: what `sleeptime` would do for a scheduled refresh, minus the console output.
 DRIVER = r"""
-import functools, json, sys, time
+import functools, json, sys, threading, time
 t0 = time.perf_counter()
 import sleeptime  # offline environment defaults first, as the CLI does
 from flows.pipeline import RunFailed, refresh
-import tasks.corpus, tasks.plan, tasks.publish
-from sleeptime.storage.warehouse import Warehouse
+import sleeptime.pipeline, tasks.corpus, tasks.plan, tasks.publish
+from sleeptime.storage.lake import Lake
+from sleeptime.storage.warehouse import Candidate, Warehouse
 t1 = time.perf_counter()
-T = {}
-def timed(owner, name, key):  # wall seconds inside one step of a task, summed over calls
-    orig = getattr(owner, name)
+T, N, LOCK = {}, {}, threading.Lock()
+def timed(owner, name, key):  # wall seconds inside one step, summed over calls (shard threads overlap)
+    orig = getattr(owner, name)  # AttributeError: the step was renamed, update this list
     @functools.wraps(orig)
     def wrapper(*a, **k):
         t = time.perf_counter()
         try:
             return orig(*a, **k)
         finally:
-            T[key] = T.get(key, 0.0) + time.perf_counter() - t
+            with LOCK:
+                T[key] = T.get(key, 0.0) + time.perf_counter() - t
+                N[key] = N.get(key, 0) + 1
     setattr(owner, name, wrapper)
-for owner, name, key in ((tasks.corpus, "load_corpus", "ingest: load and validate the corpus"),
-                         (tasks.corpus, "diff_corpus", "ingest: diff against the lake"),
-                         (tasks.corpus, "stage_ingest", "ingest: stage contexts + queries"),
-                         (tasks.plan, "pending_sleep_jobs", "plan: pending sleep jobs"),
-                         (Warehouse, "build", "publish: warehouse build (lake + staging)"),
-                         (tasks.publish, "derive_policy", "publish: policy fit"),
-                         (tasks.publish, "gate_snapshot", "publish: GX gate")):
+# Each name is patched where its caller looks it up: a module attribute the caller reads at call time
+# (tasks.* import these functions into their own namespace), or a method on its class.
+for owner, name, key in (
+        (tasks.corpus, "ingest_corpus", "ingest: read, diff, stage"),
+        (sleeptime.pipeline, "scan_project_jsonl", "ingest: read + hash lines, parse changed ones"),
+        (Lake, "stage", "staging commits (ingest + shards)"),
+        (tasks.plan, "pending_sleep_jobs", "plan: pending sleep jobs"),
+        (tasks.publish, "recover", "recover (orphans, catch-up)"),
+        (Warehouse, "candidate", "publish: candidate (copy + catch up)"),
+        (Candidate, "apply_staged", "publish: apply the delta to the candidate"),
+        (tasks.publish, "gate_delta", "publish: GX gate on the delta"),
+        (tasks.publish, "derive_policy", "publish: policy fit"),
+        (Lake, "publish", "publish: lake commit"),
+        (Candidate, "finish", "publish: checkpoint")):
     timed(owner, name, key)
 status = "ok"
 try:
@@ -126,7 +136,7 @@ print("BENCH_REFRESH " + json.dumps({
     "calls": s.model_calls, "variants": s.variants_written, "failures": len(s.failures), "shards": s.shards,
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forking parent (this benchmark,
     # which holds the generated corpus), VmHWM belongs to this process image alone.
-    "counts": s.diff.counts(), "steps": T, "driver_maxrss_kib": next(
+    "counts": s.diff.counts(), "steps": T, "step_calls": N, "driver_maxrss_kib": next(
         int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")),
 }), flush=True)
 """
@@ -183,7 +193,7 @@ TASK_DONE = re.compile(r"Task run '([a-z-]+)-[0-9a-f]+' - Finished in state")
 @dataclass
 class Run:
     size: int
-    kind: str  # "full" or "incremental"
+    kind: str  # one of KINDS_RUN: "full", "incremental", "unchanged"
     m: Measurement
     result: dict = field(default_factory=dict)
     warehouse: dict | None = None
@@ -229,9 +239,16 @@ class Run:
 
 STARTUP = "start-up: interpreter, imports, Prefect server"
 SLEEP = "sleep shards: Ray start, actors, model calls, staging"
-STEPS = [("resolve config", "resolve-config"), ("ingest: load corpus, diff, stage contexts + queries", "ingest"),
-         ("plan sleep", "plan-sleep"), (SLEEP, "sleep-shard"), ("summarize (Ray shutdown before it)", "summarize"),
-         ("validate-and-publish: warehouse build, policy, GX gate, commit, swap", "validate-and-publish")]
+STEPS = [("resolve config", "resolve-config"),
+         ("recover: orphans, warehouse catch-up", "recover"),
+         ("ingest: read + hash lines, parse changed ones, diff, stage", "ingest"),
+         ("plan sleep (SQL)", "plan-sleep"), (SLEEP, "sleep-shard"), ("summarize (Ray shutdown before it)", "summarize"),
+         ("validate-and-publish: candidate, delta, gate, commit, switch", "validate-and-publish")]
+
+# The runs at each size, in order: a fresh output directory, then on the same one 1 % changed, then
+# the same corpus again. SHORT: their names in the column headers of the wide tables.
+KINDS_RUN = ("full", "incremental", "unchanged")
+SHORT = {"full": "full", "incremental": "incr", "unchanged": "unch"}
 
 
 def run_refresh(size: int, kind: str, config: Path, out_dir: Path, env: dict[str, str], logs: Path,
@@ -253,7 +270,7 @@ def run_refresh(size: int, kind: str, config: Path, out_dir: Path, env: dict[str
         print(f"[{size} {kind}] FAILED (exit {m.rc}, {r.result.get('status')}):\n{tail}", flush=True)
     else:
         print(f"[{size} {kind}] wall {m.wall_s:.1f} s, flow {r.result['summary_s']:.1f} s, "
-              f"{r.result['calls']} calls, peak RSS {m.peak_rss / MIB:.0f} MiB, other load "
+              f"diff {r.result.get('counts')}, {r.result['calls']} calls, peak RSS {m.peak_rss / MIB:.0f} MiB, other load "
               f"{m.foreign_cores() or 0:.2f} cores", flush=True)
     return r
 
@@ -293,9 +310,17 @@ def _f(v, spec: str = ".1f") -> str:
     return "–" if v is None else format(v, spec)
 
 
+def _by(runs: list[Run], n: int, kind: str) -> Run | None:
+    return next((r for r in runs if r.size == n and r.kind == kind), None)
+
+
+def _label(r: Run) -> str:
+    return f"{r.size:,} {SHORT.get(r.kind, r.kind)}"
+
+
 def render(args: argparse.Namespace, runs: list[Run], gen: dict[int, dict], gen_s: float, facts: list[str],
            total_s: float) -> str:
-    out = ["# Benchmark: refresh vs corpus size, full and incremental", ""]
+    out = ["# Benchmark: refresh vs corpus size, full, incremental and unchanged", ""]
     out += [f"Produced by `{('.venv/bin/python bench/corpus_scale.py ' + args.command).strip()}`; the script writes "
             "this file, prose included.", ""]
     out += ["## Machine", ""] + facts + [f"- benchmark total: {total_s:.0f} s (corpus generation included)", ""]
@@ -306,18 +331,22 @@ def render(args: argparse.Namespace, runs: list[Run], gen: dict[int, dict], gen_
             f"Grid: sleep budgets {', '.join(f'`{b}`' for b in args.budgets.split(','))} (`none` makes no call), "
             "one sample, the embedded reference reasoner (`reference/arith`) through litellm. "
             f"Configuration written by the script: `workers: {args.workers}`, `shard_size: {args.shard_size}`, the "
-            "rest at its defaults (concurrency 32, response cache on). Each size starts from an empty output "
-            "directory; its incremental run reuses that directory after rewriting "
-            f"{args.changed:.0%} of the contexts (same ids; a new story drawn from seed {CHANGE_SEED}, so new text and "
-            "new queries), spread evenly over the corpus.", "",
+            "rest at its defaults (concurrency 32, response cache on). Storage: the DuckLake lake (SQLite catalog, "
+            "Parquet data files; one commit per publish), the DuckDB warehouse updated from the run's delta, the "
+            "great-expectations gate on that delta.", "",
+            "The runs at each size: `full` starts from an empty output directory; `incremental` reuses that "
+            f"directory after rewriting {args.changed:.0%} of the contexts (same ids; a new story drawn from seed "
+            f"{CHANGE_SEED}, so new text and new queries), spread evenly over the corpus; `unchanged` reruns the "
+            "same corpus on the same directory once more, nothing changed (no line parsed, no model call, no row "
+            "to publish but the run's own).", "",
             "`wall s`: the subprocess, start to exit (interpreter, imports, ephemeral Prefect server, the flow, "
             "teardown). `flow s`: the run's own time as the warehouse records it (`runs.seconds`: flow start to just "
-            "before the quality gate). `flow+publish s`: the `refresh()` call in the driver (the flow, publish "
+            "before validate-and-publish). `flow+publish s`: the `refresh()` call in the driver (the flow, publish "
             "included). Peak RSS / PSS: the maximum over time of the sum over the process tree (driver, Prefect "
             "server, Ray's processes and actors), sampled every "
             f"{args.interval} s (PSS every 1 s; RSS counts shared pages once per process, PSS splits them); driver "
             "RSS is the driver's own peak (`VmHWM`). `other load`: mean cores that processes outside the run "
-            "used meanwhile (this is a shared 2-core machine).", ""]
+            "used meanwhile (other sessions on a shared machine, the OS).", ""]
 
     top = max(gen) if gen else 0
     out += ["## Corpus generation (not counted in the runs)", "",
@@ -335,31 +364,36 @@ def render(args: argparse.Namespace, runs: list[Run], gen: dict[int, dict], gen_
     for r in (r for r in runs if r.kind == "full"):
         out.append(_row(r, r.size))
     out.append("")
-    out += ["## Incremental refresh (1 % of the contexts changed) vs full", "",
-            "| contexts | changed | run | wall s | flow s | flow+publish s | model calls | peak RSS MiB | "
-            "driver RSS MiB | wall ms per changed context | incremental / full wall | incremental / full flow |",
-            "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out += [f"## Full, incremental ({args.changed:.0%} of the contexts changed) and unchanged rerun", "",
+            "`diff`: what ingest found (new / changed / unchanged / removed contexts), from the run's summary. "
+            "`/ full`: the run's time over the full refresh's at the same size.", "",
+            "| contexts | changed | run | diff n/c/u/r | wall s | flow s | flow+publish s | model calls | "
+            "peak RSS MiB | driver RSS MiB | wall ms per changed context | / full wall | / full flow |",
+            "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for n in sorted({r.size for r in runs}):
-        full = next((r for r in runs if r.size == n and r.kind == "full"), None)
-        inc = next((r for r in runs if r.size == n and r.kind == "incremental"), None)
-        for r in (full, inc):
+        full = _by(runs, n, "full")
+        for r in (_by(runs, n, k) for k in KINDS_RUN):
             if r is None:
                 continue
             res = r.result
-            changed = r.changed if r.kind == "incremental" else n
-            ratio_w = f"{inc.m.wall_s / full.m.wall_s:.2f}" if r is inc and full and inc else ""
-            ratio_f = (f"{inc.result['summary_s'] / full.result['summary_s']:.2f}"
-                       if r is inc and full and inc and inc.ok and full.ok else "")
+            changed = {"full": n, "incremental": r.changed, "unchanged": 0}.get(r.kind, r.changed)
+            counts = res.get("counts") or {}
+            diff = "/".join(str(counts.get(k, "–")) for k in ("new", "changed", "unchanged", "removed"))
+            both = r is not full and full is not None and r.ok and full.ok
+            ratio_w = f"{r.m.wall_s / full.m.wall_s:.2f}" if both else ""
+            ratio_f = f"{res['summary_s'] / full.result['summary_s']:.2f}" if both else ""
             out.append(
-                f"| {n:,} | {changed:,} | {r.kind}{'' if r.ok else ' (FAILED)'} | {r.m.wall_s:.1f} | "
+                f"| {n:,} | {changed:,} | {r.kind}{'' if r.ok else ' (FAILED)'} | {diff} | {r.m.wall_s:.1f} | "
                 f"{_f(res.get('summary_s'))} | {_f(res.get('flow_call_s'))} | {res.get('calls', '–')} | "
                 f"{r.m.peak_rss / MIB:.0f} | {_f(res.get('driver_maxrss_kib', 0) / 1024, '.0f')} | "
-                f"{1000 * r.m.wall_s / max(1, changed):.1f} | {ratio_w} | {ratio_f} |")
+                f"{_f(1000 * r.m.wall_s / changed if changed else None)} | {ratio_w} | {ratio_f} |")
     out.append("")
+    out += before_after(runs, args)
 
     out += ["## Where the time goes", "",
             "Seconds per stage, from the arrival times of the Prefect INFO log lines that end each task (the "
-            "sleep-shard stage ends with the last shard).", ""]
+            "sleep-shard stage ends with the last shard; a run with nothing to compute has no sleep-shard task, "
+            "so its plan-to-summarize gap shows under summarize).", ""]
     ok = [r for r in runs if r.stages()]
     if ok:
         names: list[str] = []
@@ -367,7 +401,7 @@ def render(args: argparse.Namespace, runs: list[Run], gen: dict[int, dict], gen_
             for k in r.stages():
                 if k not in names:
                     names.append(k)
-        out += ["| stage | " + " | ".join(f"{r.size:,} {r.kind[:4]}" for r in ok) + " |",
+        out += ["| stage | " + " | ".join(_label(r) for r in ok) + " |",
                 "|---|" + "---:|" * len(ok)]
         for k in names:
             out.append(f"| {k} | " + " | ".join(_f(r.stages().get(k)) for r in ok) + " |")
@@ -379,9 +413,14 @@ def render(args: argparse.Namespace, runs: list[Run], gen: dict[int, dict], gen_
                 if k not in steps:
                     steps.append(k)
         if steps:
-            out += ["Inside the driver's tasks: wall seconds spent in each step (the benchmark's driver wraps these "
-                    "functions with a timer; everything else runs as in production).", "",
-                    "| step | " + " | ".join(f"{r.size:,} {r.kind[:4]}" for r in ok) + " |",
+            out += ["Inside the driver's tasks: wall seconds spent in each step, summed over its calls (the "
+                    "benchmark's driver wraps these functions with a timer; everything else runs as in production). "
+                    "Steps nest: `ingest: read, diff, stage` includes the line scan and the ingest's staging "
+                    "commits; `staging commits` sums the ingest's and every shard's (shards run on threads, so their "
+                    "sum can exceed the stage's elapsed time); a recover that catches the warehouse up would also "
+                    "count a candidate and a checkpoint. `–`: the step did not run (an unchanged rerun fits no "
+                    "policy).", "",
+                    "| step | " + " | ".join(_label(r) for r in ok) + " |",
                     "|---|" + "---:|" * len(ok)]
             for k in sorted(steps):
                 out.append(f"| {k} | " + " | ".join(_f(r.result.get("steps", {}).get(k)) for r in ok) + " |")
@@ -391,7 +430,7 @@ def render(args: argparse.Namespace, runs: list[Run], gen: dict[int, dict], gen_
                 "Prefect task threads, ingest, plan, ray.get, staging, publish and the GX gate; `ray workers`: the "
                 "ModelWorker actors, where the model calls run, and idle prestarted workers; `ray system`: gcs, raylet "
                 "and helpers). The sleep stage's columns: its calls per second and the mean cores each kind used "
-                "during it (`outside`: processes outside the run).", "",
+                "during it (`outside`: processes outside the run; `–`: no sleep stage).", "",
                 "| run | driver CPU s | prefect server CPU s | ray system CPU s | ray workers CPU s | sleep stage s | "
                 "calls/s in it | driver cores | ray workers cores | ray system cores | outside cores |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -411,45 +450,123 @@ def render(args: argparse.Namespace, runs: list[Run], gen: dict[int, dict], gen_
     return "\n".join(out) + "\n"
 
 
-STATIC_NOTES = """## What grows with the corpus, and what was done about it
+# --- before and after: the previous results file, and the acceptance targets ------------------------
 
-The figures in this section were measured apart from the runs above (in-process, on this machine, the
-same day), to find out where the time goes; the tables above are the benchmark's own.
+# Headline figures of the previous bench/results/corpus_scale.md (git 8acc55d, measured 2026-11-23
+# 15:56 UTC on 2 cores (AMD EPYC), 23.5 GiB): the Parquet lake, the warehouse rebuilt from the whole
+# lake at every publish, the GX gate over the whole published snapshot. Constants, copied from that file.
+BEFORE_DATE = "2026-11-23"
+BEFORE_MACHINE = "2 cores (AMD EPYC), 23.5 GiB"
+BEFORE = {  # contexts -> wall s, flow s (full and 1 % incremental), GX gate s (full, incremental)
+    1_000: {"full": 45.3, "incremental": 42.6, "full_flow": 16.1, "incremental_flow": 11.5,
+            "gate_full": 7.3, "gate_incremental": 8.0},
+    10_000: {"full": 102.9, "incremental": 64.5, "full_flow": 52.8, "incremental_flow": 15.5,
+             "gate_full": 26.2, "gate_incremental": 27.0},
+    100_000: {"full": 706.0, "incremental": 386.4, "full_flow": 453.7, "incremental_flow": 66.8,
+              "gate_full": 224.0, "gate_incremental": 279.8},
+}
+TARGET_SIZE = 100_000
+TARGET_INCREMENTAL_RATIO = 0.10  # the 1 %-changed refresh's wall time over the full refresh's
+TARGET_UNCHANGED_S = 60.0  # an unchanged rerun's wall time
+GATE = "publish: GX gate on the delta"
 
-**1. The great-expectations gate: the variants suite (not fixed yet; `sleeptime/quality/gate.py`).** At
-100k contexts the gate alone took 269 s of wall time (191 s CPU) on the published 100k snapshot, 250 s of
-it in the variants suite; the contexts suite took 0.7 s and the coverage suite 0.5 s over the same 100k
-rows. The cause is two expectations whose arguments are as large as the corpus:
+
+def acceptance(runs: list[Run], changed: float) -> list[tuple[str, str, str]]:
+    """(target, this run's figure, verdict) for each acceptance target, computed from the runs."""
+    n = TARGET_SIZE
+    full, inc, same = (_by(runs, n, k) for k in KINDS_RUN)
+    rows = []
+    target = f"at {n:,} contexts, 1 %-changed refresh wall <= {TARGET_INCREMENTAL_RATIO:.0%} of the full refresh's"
+    if abs(changed - 0.01) > 1e-9:
+        rows.append((target, "–", f"not measured: this run changed {changed:.1%} of the contexts, not 1 %"))
+    elif full is None or inc is None:
+        rows.append((target, "–", f"not measured: this run has no full and incremental refresh at {n:,} contexts"))
+    elif not (full.ok and inc.ok):
+        rows.append((target, "–", "not met: a run failed"))
+    else:
+        ratio = inc.m.wall_s / full.m.wall_s
+        rows.append((target, f"{inc.m.wall_s:.1f} s / {full.m.wall_s:.1f} s = {ratio:.3f}",
+                     "**met**" if ratio <= TARGET_INCREMENTAL_RATIO else "**not met**"))
+    target = f"at {n:,} contexts, unchanged rerun wall <= {TARGET_UNCHANGED_S:.0f} s"
+    if same is None:
+        rows.append((target, "–", f"not measured: this run has no unchanged rerun at {n:,} contexts"))
+    elif not same.ok:
+        rows.append((target, "–", "not met: the run failed"))
+    else:
+        rows.append((target, f"{same.m.wall_s:.1f} s",
+                     "**met**" if same.m.wall_s <= TARGET_UNCHANGED_S else "**not met**"))
+    return rows
+
+
+def before_after(runs: list[Run], args: argparse.Namespace) -> list[str]:
+    out = ["## Before and after", "",
+           f"`before`: the previous results file (bench/results/corpus_scale.md as committed in 8acc55d, measured "
+           f"{BEFORE_DATE} on {BEFORE_MACHINE}, same corpus, grid and configuration): the Parquet lake, the "
+           "warehouse rebuilt from the whole lake at every publish, the GX gate over the whole published snapshot; "
+           "no unchanged rerun was measured then. `after`: this run. Compare them as they stand only where the "
+           "machine section above shows the same kind of machine.", "",
+           f"| contexts | full wall s before | after | incremental wall s before (1 %) | after ({args.changed:.0%}) | "
+           "incremental / full before | after | unchanged wall s after | GX gate s before (full, incr) | "
+           "after, on the delta (full, incr, unch) |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for n in sorted(set(BEFORE) | {r.size for r in runs}):
+        b = BEFORE.get(n)
+        full, inc, same = (_by(runs, n, k) for k in KINDS_RUN)
+
+        def wall(r: Run | None) -> str:
+            return "–" if r is None else f"{r.m.wall_s:.1f}" + ("" if r.ok else " (FAILED)")
+
+        def gate(r: Run | None) -> str:
+            return _f(r.result.get("steps", {}).get(GATE)) if r is not None else "–"
+
+        ratio = f"{inc.m.wall_s / full.m.wall_s:.2f}" if full and inc and full.ok and inc.ok else "–"
+        out.append(
+            f"| {n:,} | {_f(b and b['full'])} | {wall(full)} | {_f(b and b['incremental'])} | {wall(inc)} | "
+            f"{_f(b and b['incremental'] / b['full'], '.2f')} | {ratio} | {wall(same)} | "
+            f"{(_f(b['gate_full']) + ', ' + _f(b['gate_incremental'])) if b else '–'} | "
+            f"{', '.join(gate(r) for r in (full, inc, same))} |")
+    out += ["", "Acceptance targets, computed from this run's figures:", "",
+            "| target | this run | verdict |", "|---|---|---|"]
+    out += [f"| {t} | {fig} | {v} |" for t, fig, v in acceptance(runs, args.changed)]
+    out.append("")
+    return out
+
+
+STATIC_NOTES = """## What grew with the corpus before, and what changed
+
+Items 1 to 4 were measured apart from the benchmark runs on 2026-11-23 (in-process, on the same 2-core
+machine as the previous results file), on the storage of that time: the Parquet lake, the warehouse
+rebuilt from the whole lake at every publish, the GX gate over the whole published snapshot. What each
+is now is read from the code; the tables above measure it.
+
+**1. The great-expectations gate (then: the variants suite over every current row).** At 100k contexts
+the gate alone took 269 s of wall time (191 s CPU) on the published 100k snapshot, 250 s of it in the
+variants suite, because of two expectations whose arguments are as large as the corpus:
 `ExpectColumnValuesToBeInSet(context_hash, value_set=<every current content_hash>)` and
-`ExpectColumnPairValuesToBeInSet(context_id, context_hash, value_pairs_set=<every current pair>)`.
-GX 1.24 serialises each expectation's configuration again and again while it plans and runs a suite
-(`Expectation.configuration` -> pydantic v1 `.dict()`, from `_get_runtime_kwargs`, `_get_success_kwargs`,
-`get_validation_dependencies`; about two thirds of the gate's samples in py-spy), and its pandas pair
-check walks the frame with `iterrows`. Each of those passes is proportional to the corpus, and there are
-many of them: about 2.5 ms of CPU per context, where the other suites take microseconds. A prototype of the
-fix (monkeypatched, not applied): one derived boolean column, `of_current_text` (the variant's
-(context_id, context_hash) merged against the current contexts' pairs), checked with
-`ExpectColumnValuesToBeInSet(of_current_text, [True])`, in place of both expectations: the whole gate took
-3.6 s at 100k (the variants suite 0.6 s), and a stale hash or a mismatched pair is still refused and named
-by variant_id. The answers suite's strict checks (`context_hash` in every current hash, `variant_id` in
-every current variant id) have the same shape and would hit an evaluate run at this scale.
+`ExpectColumnPairValuesToBeInSet(context_id, context_hash, value_pairs_set=<every current pair>)`, which
+GX 1.24 serialises again and again while it plans and runs a suite (pydantic v1 `.dict()` from
+`_get_runtime_kwargs`, `_get_success_kwargs`, `get_validation_dependencies`) and whose pandas pair
+check walks the frame with `iterrows`: about 2.5 ms of CPU per context. **Now** the publish gate checks
+only the run's delta (`sleeptime.quality.snapshot.gate_delta`): the column expectations run on the rows
+the run adds, and the cross-table rules (answers reference a variant and a query, rows reference a
+known context version, nothing stale, every current context covered, one variant per slot) are SQL
+anti-join counts on the candidate warehouse that GX asserts are zero; the corpus-sized value sets are
+not in it. They remain in the full re-validation (`gate_full`: `sleeptime validate --full`, the weekly
+deployment), which this benchmark does not run.
 
-**2. Prefect walked the whole corpus for every task that received it (fixed: `tasks/corpus.py`).**
-Prefect visits every dataclass, pydantic model, list and dict in a task's parameters twice (collecting
-upstream inputs at submission, resolving them when the task starts). `Ingested` (the corpus rows with their
-queries: 110,000 pydantic objects at 10k contexts) was a dataclass, so `plan-sleep` and `summarize` each
-paid about 11 s of driver CPU at 10k contexts (1.1 ms per context, so about 2 minutes each at 100k).
-`Ingested` is now a plain class, which Prefect passes as it is: at 10k, plan-sleep went from 13.4 s to
-0.4 s and summarize from 15.3 s to 1.3 s. The shard tasks' job lists are walked the same way (about 2.2 s
-of CPU per 10,000 jobs, spread over the shards); wrapping them in `prefect.utilities.annotations.quote` where
-the flow submits them would remove that too.
+**2. Prefect walked the whole corpus for every task that received it (fixed then: `tasks/corpus.py`).**
+Prefect visits every dataclass, pydantic model, list and dict in a task's parameters twice. `Ingested`
+is a plain class, which Prefect passes as it is (at 10k contexts, plan-sleep went from 13.4 s to 0.4 s
+and summarize from 15.3 s to 1.3 s). The shard tasks' job lists are still walked (about 2.2 s of CPU
+per 10,000 jobs, spread over the shards); wrapping them in `prefect.utilities.annotations.quote` where
+the flow submits them would remove that.
 
-**3. JSON encodings per query in ingest (fixed: `sleeptime/pipeline.py`, `sleeptime/dataset/loaders.py`).**
-At 100k contexts (1M queries), in-process, CPU seconds: `load_corpus` 24.3 -> 13.5 (it JSON-encoded every
-query for a quarantine record that only a rejected query needs; now only on rejection), `stage_ingest`
-29.9 -> 9.9 (it re-hashed the context's text twice per query, 2.2M sha256-of-JSON calls, and named the
-staged files by JSON-encoding and sorting all 1.1M rows; now once per context, and names come from the
-rows' keys and the run id).
+**3. Ingest (then: load, validate and JSON-encode the whole corpus every run).** At 100k contexts the
+whole-corpus load took 13.5 s of CPU and the staging 9.9 s after the fixes of that day. **Now**
+(`sleeptime.pipeline.ingest_corpus`) a project JSONL corpus is read line by line, each line is hashed
+(sha256) and only the lines whose hash is not a current context's `row_hash` are parsed; the diff, the
+new-query check and the quarantine check are DuckDB joins over Arrow columns, and the staged rows go
+to the lake's staging schema in one commit per table. An unchanged rerun parses no line.
 
 **4. The model calls.** One sleep call with the embedded reasoner costs about 5 ms of CPU in an actor, of
 which the reasoner itself (parsing, arithmetic, token counting) is about 1.2 ms; the rest is litellm's
@@ -457,11 +574,13 @@ per-call path (its own cost calculation and zero-cost diagnostic for a model mis
 the standard logging payload, a thread hop for the custom provider, logging-object setup). With two
 actors on two cores that bounds the sleep stage to a few hundred calls per second whatever the corpus.
 
-**5. What an incremental refresh still pays in proportion to the corpus.** Only the changed contexts are
-computed, but every run loads and validates the whole corpus, diffs it, reads the lake's index, rebuilds
-the whole warehouse from the lake, and gates every current row; plus the fixed costs of a run (interpreter
-and imports, the ephemeral Prefect server, Ray and actor start-up, teardown: about 40 s here). With the gate
-fixed, the rest is a few tens of seconds at 100k contexts.
+**5. What an incremental or unchanged refresh still pays in proportion to the corpus** (from the code;
+the step table above times each): hashing every line of the corpus; the SQL diff against the lake's
+current contexts (a window over every context version, published and staged); the plan's SQL over
+contexts and variants; the publish's copy of the published warehouse file (as large as the warehouse)
+and the checkpoint of the candidate; the delta gate's coverage rule, an SQL join over every current
+context and variant of the candidate. Plus the fixed costs of a run: interpreter and imports, the
+ephemeral Prefect server, Ray and actor start-up when there is anything to compute, teardown.
 """
 
 
@@ -482,48 +601,50 @@ def args_workers(r: Run) -> str:
 def analysis(runs: list[Run]) -> list[str]:
     """The figures read out in words (computed, so they cannot drift from the tables)."""
     full = sorted((r for r in runs if r.kind == "full" and r.ok), key=lambda r: r.size)
-    if len(full) < 2:
-        return []
-    out = ["## Reading the figures", ""]
-    a, b = full[0], full[-1]
-    grow = b.size / a.size
-    parts = [f"From {a.size:,} to {b.size:,} contexts ({grow:.0f}x) the full refresh's wall time grew "
-             f"{b.m.wall_s / a.m.wall_s:.1f}x and its flow time {b.result['summary_s'] / a.result['summary_s']:.1f}x; "
-             f"per context, wall time went from {1000 * a.m.wall_s / a.size:.2f} to {1000 * b.m.wall_s / b.size:.2f} ms "
-             f"(fixed costs amortized) and the peak memory of the process tree from {a.m.peak_rss / MIB:.0f} to "
-             f"{b.m.peak_rss / MIB:.0f} MiB RSS (driver alone: {a.result['driver_maxrss_kib'] / 1024:.0f} to "
-             f"{b.result['driver_maxrss_kib'] / 1024:.0f} MiB)."]
-    # Marginal cost between the two largest sizes: the slope once fixed costs are out.
-    c, d = full[-2], full[-1]
-    slope = (d.m.wall_s - c.m.wall_s) / (d.size - c.size)
-    parts.append(f"The marginal cost between {c.size:,} and {d.size:,} contexts is {1000 * slope:.2f} ms of wall "
-                 "time per context.")
-    stages = {r.size: r.stages() for r in full}
-    for name in list(stages[d.size]):
-        lo, hi = stages[c.size].get(name), stages[d.size].get(name)
-        if lo and hi and lo > 0.5 and hi / lo > 1.3 * (d.size / c.size):
-            parts.append(f"Super-linear: '{name}' took {lo:.1f} s at {c.size:,} and {hi:.1f} s at {d.size:,} "
-                         f"({hi / lo:.1f}x for {d.size / c.size:.0f}x the contexts).")
-    gate = d.result.get("steps", {}).get("publish: GX gate")
-    sleep_s = d.stages().get(SLEEP)
-    if gate and sleep_s:
-        parts.append(f"At {d.size:,} contexts the run spent {sleep_s:.0f} s in the sleep stage "
-                     f"({d.result['calls'] / sleep_s:.0f} model calls/s on {args_workers(d)} actors) and "
-                     f"{gate:.0f} s in the great-expectations gate ({gate / d.m.wall_s:.0%} of the wall time, "
-                     f"{1000 * gate / d.size:.2f} ms per context)"
-                     + ("; section 1 below explains why the gate costs that much and how to cut it." if
-                        gate / d.m.wall_s > 0.2 else "."))
+    parts: list[str] = []
+    if len(full) >= 2:
+        a, b = full[0], full[-1]
+        grow = b.size / a.size
+        parts.append(
+            f"From {a.size:,} to {b.size:,} contexts ({grow:.0f}x) the full refresh's wall time grew "
+            f"{b.m.wall_s / a.m.wall_s:.1f}x and its flow time {b.result['summary_s'] / a.result['summary_s']:.1f}x; "
+            f"per context, wall time went from {1000 * a.m.wall_s / a.size:.2f} to {1000 * b.m.wall_s / b.size:.2f} ms "
+            f"(fixed costs amortized) and the peak memory of the process tree from {a.m.peak_rss / MIB:.0f} to "
+            f"{b.m.peak_rss / MIB:.0f} MiB RSS (driver alone: {a.result['driver_maxrss_kib'] / 1024:.0f} to "
+            f"{b.result['driver_maxrss_kib'] / 1024:.0f} MiB).")
+        # Marginal cost between the two largest sizes: the slope once fixed costs are out.
+        c, d = full[-2], full[-1]
+        slope = (d.m.wall_s - c.m.wall_s) / (d.size - c.size)
+        parts.append(f"The marginal cost between {c.size:,} and {d.size:,} contexts is {1000 * slope:.2f} ms of wall "
+                     "time per context.")
+        stages = {r.size: r.stages() for r in full}
+        for name in list(stages[d.size]):
+            lo, hi = stages[c.size].get(name), stages[d.size].get(name)
+            if lo and hi and lo > 0.5 and hi / lo > 1.3 * (d.size / c.size):
+                parts.append(f"Super-linear: '{name}' took {lo:.1f} s at {c.size:,} and {hi:.1f} s at {d.size:,} "
+                             f"({hi / lo:.1f}x for {d.size / c.size:.0f}x the contexts).")
+        gate = d.result.get("steps", {}).get(GATE)
+        sleep_s = d.stages().get(SLEEP)
+        if gate is not None and sleep_s:
+            parts.append(f"At {d.size:,} contexts the full run spent {sleep_s:.0f} s in the sleep stage "
+                         f"({d.result['calls'] / sleep_s:.0f} model calls/s on {args_workers(d)} actors) and "
+                         f"{gate:.1f} s in the great-expectations gate on its delta ({gate / d.m.wall_s:.0%} of the "
+                         f"wall time, {1000 * gate / d.size:.2f} ms per context).")
     for n in sorted({r.size for r in runs}):
-        f = next((r for r in runs if r.size == n and r.kind == "full" and r.ok), None)
-        i = next((r for r in runs if r.size == n and r.kind == "incremental" and r.ok), None)
+        f, i, u = (next((r for r in runs if r.size == n and r.kind == k and r.ok), None) for k in KINDS_RUN)
         if f and i:
             parts.append(
                 f"At {n:,} contexts the incremental refresh ({i.changed:,} changed, {i.result['calls']:,} calls) took "
                 f"{i.m.wall_s:.0f} s against {f.m.wall_s:.0f} s for the full one ({i.m.wall_s / f.m.wall_s:.0%}); "
                 f"its flow time was {i.result['summary_s']:.1f} s against {f.result['summary_s']:.1f} s.")
-    out.append(" ".join(parts))
-    out.append("")
-    return out
+        if f and u:
+            parts.append(
+                f"The unchanged rerun ({u.result['calls']:,} calls) took {u.m.wall_s:.0f} s "
+                f"({u.m.wall_s / f.m.wall_s:.0%} of the full one), {u.stages().get(STARTUP, 0):.0f} s of it in "
+                f"start-up; its flow time was {u.result['summary_s']:.1f} s.")
+    if not parts:
+        return []
+    return ["## Reading the figures", "", " ".join(parts), ""]
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -538,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="Ray workers (default 2)")
     p.add_argument("--shard-size", type=int, default=500, help="contexts per Prefect shard task (default 500)")
     p.add_argument("--no-incremental", action="store_true", help="only the full refreshes")
+    p.add_argument("--no-unchanged", action="store_true", help="no unchanged rerun after the incremental refresh")
     p.add_argument("--gen-procs", type=int, default=os.cpu_count() or 1, help="processes generating the corpus")
     p.add_argument("--max-wait", type=float, default=20.0, help="seconds to wait for an idle machine before each run")
     p.add_argument("--interval", type=float, default=0.2, help="sampling interval in seconds (default 0.2)")
@@ -600,6 +722,10 @@ def main(argv: list[str] | None = None) -> int:
                               args.max_wait, args.workers)
             inc.changed = len(idx)
             runs.append(inc)
+            if not args.no_unchanged and inc.ok:
+                # The same corpus file again, nothing touched: every line hashes to a current row_hash.
+                runs.append(run_refresh(n, "unchanged", config, out_dir, env, logs, args.interval, args.echo,
+                                        args.max_wait, args.workers))
             if not args.keep:
                 shutil.rmtree(out_dir, ignore_errors=True)
         total_s = time.monotonic() - started

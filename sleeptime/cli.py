@@ -344,13 +344,12 @@ def warehouse_rebuild(config: ConfigOpt = None, output_dir: OutputOpt = None, wa
     """Rebuild the warehouse from the whole lake (a normal publish only applies what changed)."""
     import time
 
-    from sleeptime.storage import Lake
     from sleeptime.storage.warehouse import Warehouse
 
     cfg = _load_config(config, output_dir=output_dir)
     with _writer(cfg, wait):
         t0 = time.perf_counter()
-        path = Warehouse(cfg.warehouse_path).rebuild(Lake(cfg.lake_dir))
+        path = Warehouse(cfg.warehouse_path).rebuild(cfg.open_lake())
     console.print(f"rebuilt {path} from lake snapshot {Warehouse(path).lake_snapshot()} in {time.perf_counter() - t0:.1f}s")
 
 
@@ -377,11 +376,10 @@ def validate(
 @lake_app.command("history")
 def lake_history(config: ConfigOpt = None, output_dir: OutputOpt = None) -> None:
     """Every lake commit that recorded a run: its snapshot id (for time travel), kind and run."""
-    from sleeptime.storage import Lake
 
     cfg = _load_config(config, output_dir=output_dir)
     table = Table("snapshot", "kind", "run_id")
-    for snapshot, kind, run_id in Lake(cfg.lake_dir).runs_by_snapshot():
+    for snapshot, kind, run_id in cfg.open_lake().runs_by_snapshot():
         table.add_row(str(snapshot), kind, run_id)
     console.print(table)
     console.print("read a table as of a snapshot: SELECT * FROM lake.answers AT (VERSION => <snapshot>) "

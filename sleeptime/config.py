@@ -65,6 +65,21 @@ class PolicyConfig(BaseModel):
     holdout_fraction: float = Field(default=0.5, gt=0, lt=1)  # queries held out by the report's check
 
 
+class LakeLocation(BaseModel):
+    """Where the lake's catalog and data files live (docs/architecture.md, "Several machines").
+
+    The defaults keep both under ``<output_dir>/lake/``: a SQLite catalog and local Parquet
+    files. Writers and readers on several machines need a catalog they all reach (``postgres:
+    dbname=sleeptime host=...``, which also needs the ``duckdb-extension-postgres-scanner`` wheel)
+    and a data path they all reach (a shared filesystem, or object storage such as ``s3://...``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    catalog: str | None = None  # a DuckLake catalog: "sqlite:<path>" or "postgres:<libpq string>"
+    data_path: str | None = None  # folder or URI of the Parquet data files
+
+
 class RunConfig(BaseModel):
     """Everything one run of the main job needs."""
 
@@ -74,6 +89,7 @@ class RunConfig(BaseModel):
     corpus_format: str = "auto"
     demo: DemoCorpus = Field(default_factory=DemoCorpus)
     output_dir: Path = Path("out")
+    lake: LakeLocation = Field(default_factory=LakeLocation)
     models: dict[str, ModelSpec] = Field(
         default_factory=lambda: {"reference": REFERENCE_MODEL, "smollm2": SMOLLM2_LOCAL}
     )
@@ -163,6 +179,11 @@ class RunConfig(BaseModel):
     @property
     def lake_dir(self) -> Path:
         return self.output_dir / "lake"
+
+    def open_lake(self):  # -> sleeptime.storage.Lake (imported here: the config stays light)
+        from sleeptime.storage import Lake
+
+        return Lake(self.lake_dir, catalog=self.lake.catalog, data_path=self.lake.data_path)
 
     @property
     def spool_dir(self) -> Path:

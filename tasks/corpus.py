@@ -8,7 +8,6 @@ from prefect.cache_policies import NO_CACHE
 from sleeptime.config import RunConfig
 from sleeptime.dataset import ensure_demo_corpus
 from sleeptime.pipeline import CorpusDiff, IngestResult, ingest_corpus
-from sleeptime.storage import Lake
 
 
 class Ingested:
@@ -38,7 +37,7 @@ def ingest(config: RunConfig, run_id: str) -> Ingested:
     logger = get_run_logger()
     if ensure_demo_corpus(config):
         logger.info("generated the demo corpus at %s", config.corpus)
-    result = ingest_corpus(Lake(config.lake_dir), run_id, config.corpus, config.corpus_format, config.max_contexts)
+    result = ingest_corpus(config.open_lake(), run_id, config.corpus, config.corpus_format, config.max_contexts)
     logger.info(
         "read %s: parsed %d lines (%d rows kept, %d set aside); contexts %s; staged %d rows",
         result.source, result.parsed_lines, len(result.rows), len(result.quarantined), result.diff.counts(), result.staged,

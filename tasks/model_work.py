@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from sleeptime.compute import Failure, SleepJob, TestJob
 from sleeptime.config import RunConfig
 from sleeptime.domain import Usage
-from sleeptime.storage import Lake, answer_record, variant_record
+from sleeptime.storage import answer_record, variant_record
 from tasks import progress
 from tasks.ray_pool import RayPool
 
@@ -39,7 +39,7 @@ def _run_shard(stage: str, index: int, jobs: list, config: RunConfig, run_id: st
     with pool.lease() as actor:
         result, stats = ray.get((actor.sleep if stage == "sleep" else actor.test).remote(model, jobs))
     records = [to_record(row, run_id) for row in result.rows]
-    lake = Lake(config.lake_dir)
+    lake = config.open_lake()
     lake.stage(table, records)
     lake.stage("failures", [{**f.model_dump(), "run_id": run_id} for f in result.failures])
     get_run_logger().info(

@@ -11,7 +11,6 @@ from prefect.cache_policies import NO_CACHE
 from sleeptime.compute import SleepJob, TestJob
 from sleeptime.config import RunConfig
 from sleeptime.pipeline import pending_sleep_jobs, pending_test_jobs, shard
-from sleeptime.storage import Lake
 from tasks.corpus import Ingested
 
 J = TypeVar("J", SleepJob, TestJob)
@@ -28,7 +27,7 @@ def _by_context(jobs: list[J], shard_size: int) -> list[list[J]]:
 @task(name="plan-sleep", cache_policy=NO_CACHE)
 def plan_sleep(config: RunConfig, ingested: Ingested) -> list[list[SleepJob]]:
     """Sleep jobs for every configured budget and sample whose variant does not exist yet."""
-    jobs = pending_sleep_jobs(Lake(config.lake_dir), config)
+    jobs = pending_sleep_jobs(config.open_lake(), config)
     shards = _by_context(jobs, config.shard_size)
     get_run_logger().info("sleep time: %d jobs in %d shards of up to %d contexts", len(jobs), len(shards), config.shard_size)
     return shards
@@ -37,7 +36,7 @@ def plan_sleep(config: RunConfig, ingested: Ingested) -> list[list[SleepJob]]:
 @task(name="plan-test", cache_policy=NO_CACHE)
 def plan_test(config: RunConfig, ingested: Ingested) -> list[list[TestJob]]:
     """Test jobs (raw context and every current variant, every test budget) not answered yet."""
-    jobs, n_variants = pending_test_jobs(Lake(config.lake_dir), config)
+    jobs, n_variants = pending_test_jobs(config.open_lake(), config)
     shards = _by_context(jobs, config.shard_size)
     get_run_logger().info("test time: %d jobs in %d shards (%d current variants)", len(jobs), len(shards), n_variants)
     return shards

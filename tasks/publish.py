@@ -11,7 +11,6 @@ from sleeptime.config import RunConfig
 from sleeptime.pipeline import PublishOutcome, RunSummary, publish, record_failed_run, recover
 from sleeptime.policy.store import derive_policy
 from sleeptime.quality.snapshot import gate_delta, gate_full
-from sleeptime.storage import Lake
 from sleeptime.storage.spool import Spool
 from sleeptime.storage.warehouse import Warehouse
 
@@ -19,7 +18,7 @@ from sleeptime.storage.warehouse import Warehouse
 @task(name="recover", cache_policy=NO_CACHE)
 def recover_output(config: RunConfig) -> dict[str, Any]:
     """Catch the warehouse up with a commit it missed, record interrupted runs, drop orphan files."""
-    found = recover(Lake(config.lake_dir), Warehouse(config.warehouse_path))
+    found = recover(config.open_lake(), Warehouse(config.warehouse_path))
     logger = get_run_logger()
     if found["warehouse_rows_caught_up"]:
         logger.warning("the warehouse missed the last lake commit (a run was killed in between); "
@@ -36,7 +35,7 @@ def validate_and_publish(config: RunConfig, summary: RunSummary) -> PublishOutco
     test_order = tuple(b.name for b in config.test_budgets)
     spool = Spool(config.spool_dir)
     outcome = publish(
-        Lake(config.lake_dir),
+        config.open_lake(),
         Warehouse(config.warehouse_path),
         summary,
         gate=lambda candidate: gate_delta(candidate, config, summary.run_id),
@@ -53,7 +52,7 @@ def validate_and_publish(config: RunConfig, summary: RunSummary) -> PublishOutco
 
 @task(name="record-failed-run", cache_policy=NO_CACHE)
 def record_failed(config: RunConfig, summary: RunSummary) -> None:
-    record_failed_run(Lake(config.lake_dir), summary)
+    record_failed_run(config.open_lake(), summary)
     get_run_logger().error(
         "%d of %d items failed (%.1f%% > max_failure_rate %.1f%%); nothing published, finished work stays staged",
         len(summary.failures), summary.items_attempted, 100 * summary.failure_rate, 100 * config.max_failure_rate,

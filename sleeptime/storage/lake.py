@@ -105,7 +105,7 @@ class Lake:
 
     def __init__(self, root: Path | str, catalog: str | None = None, data_path: str | None = None,
                  *, read_only: bool = False):
-        self.root = Path(root)
+        self.root = Path(root).absolute()
         self.read_only = read_only  # a reader beside the writer process (tests, tools): never writes
         self.catalog = catalog or f"sqlite:{self.root / 'catalog.sqlite'}"
         self.data_path = data_path or str(self.root / "data") + "/"

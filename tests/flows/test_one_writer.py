@@ -52,6 +52,7 @@ def test_two_runs_on_one_output_folder_one_publishes_the_other_exits_75(prefect_
         second = _spawn(p, tmp_path)
         out, _ = second.communicate(timeout=120)
         assert second.returncode == EXIT_LOCKED, out
+        out = " ".join(out.split())  # the console wraps long lines
         assert "in use by another sleeptime run" in out and f"pid {first.pid}" in out
         assert "model:" not in out  # it stopped before the run summary: no model call was made
         first_out, _ = first.communicate(timeout=600)
