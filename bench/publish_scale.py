@@ -67,6 +67,7 @@ MIB = 1024 * 1024
 SMALL = {"variants": 20_000, "answers": 200_000, "query_log": 2_000}
 
 NEW_ANSWERS = 10_000  # per publish
+READER_PAUSE_S = 0.05  # between two opens of the reader
 TARGET_PUBLISH_S = 15.0
 TARGET_VIEW_S = 1.0
 # The two publishes: (run id, prefix of the new answer ids, with the policy fit).
@@ -332,7 +333,7 @@ class Reader:
 
 
 def phase_reader(args) -> dict:
-    """Open the published file read-only, count its answers, close; again, every 20 ms."""
+    """Open the published file read-only, count its answers, close; again after READER_PAUSE_S."""
     from sleeptime.storage.warehouse import connect_read_only
 
     folder = Path(args.reader_dir)
@@ -354,9 +355,10 @@ def phase_reader(args) -> dict:
         reads += 1
         if reads == 1:
             (folder / "ready").touch()
-        time.sleep(0.02)
+        time.sleep(READER_PAUSE_S)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"reads": reads, "errors": errors[:10], "error_count": len(errors), "changes": counts,
-            "seconds": time.perf_counter() - t0,
+            "seconds": time.perf_counter() - t0, "cpu_s": usage.ru_utime + usage.ru_stime,
             "open_s_median": statistics.median(latencies) if latencies else None,
             "open_s_max": max(latencies) if latencies else None}
 
@@ -412,6 +414,10 @@ def _loadavg() -> str:
 def run_phase(name: str, args, extra: tuple[str, ...] = ()) -> dict:
     cmd = [sys.executable, __file__, "--phase", name, "--out", str(args.out), "--variants", str(args.variants),
            "--answers", str(args.answers), "--query-log", str(args.query_log), *extra]
+    if args.max_wait:
+        t = time.perf_counter()
+        ws.wait_quiet(args.max_wait)
+        args.waited += time.perf_counter() - t
     load = _loadavg()
     busy, own, t = ws._busy_cpu_s(), ws._children_cpu_s(), time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -443,6 +449,7 @@ def run_all(args) -> dict:
                                 *sys.argv[1:]]).strip(),
            "shape": ws.shape(args.variants, args.answers, args.query_log)}
     t0 = time.perf_counter()
+    args.waited = 0.0
     res["generate"] = run_phase("generate", args)
     res["load"] = run_phase("load", args)
     p["generated"].unlink()  # only the lake is read from here on
@@ -454,6 +461,7 @@ def run_all(args) -> dict:
             raise SystemExit(f"publish {pub['n']} was refused:\n{pub['reason']}")
     res["views"] = run_phase("views", args)
     res["total_s"] = time.perf_counter() - t0
+    res["waited_s"] = args.waited
     res["warehouse_bytes"] = p["warehouse"].stat().st_size
     res["lake_bytes_end"] = _du(p["lake"])
     (p["out"] / "results.json").write_text(json.dumps(res, indent=1), encoding="utf-8")
@@ -500,7 +508,7 @@ def _reader_line(pub: dict) -> tuple[str, bool]:
     before, after = pub["answers_before"], pub["answers_after"]
     seen = [c[1] for c in r["changes"]]
     ok = r["error_count"] == 0 and seen == [before, after]
-    text = (f"publish {pub['n']}: {r['reads']:,} opens in {r['seconds']:.1f} s (one every 20 ms + the open), "
+    text = (f"publish {pub['n']}: {r['reads']:,} opens in {r['seconds']:.1f} s ({r['cpu_s']:.1f} CPU s), "
             f"{r['error_count']} errors; answer counts seen, in order: "
             + " → ".join(f"{c[1]:,} (lake snapshot {c[2]}, from {c[0]:.2f} s)" for c in r["changes"])
             + f"; expected {before:,} then {after:,}"
@@ -580,7 +588,9 @@ def render(res: dict) -> str:
         "## Machine",
         "",
         *res["machine"],
-        f"- benchmark total: {res['total_s']:.0f} s (wall, setup included)",
+        f"- benchmark total: {res['total_s']:.0f} s (wall, setup included"
+        + (f"; of which {res['waited_s']:.0f} s waiting for other load to settle, `--max-wait`)" if res.get("waited_s")
+           else ")"),
         "",
         "## Data",
         "",
@@ -638,7 +648,8 @@ def render(res: dict) -> str:
         "## Reader during the publishes",
         "",
         "A separate process: `connect_read_only(path)`, `SELECT count(*) FROM answers` and the build's lake snapshot, "
-        "close; every 20 ms from before the publish until 1 s after it returned.",
+        f"close; again {READER_PAUSE_S * 1000:.0f} ms later; from before the publish until 1 s after it returned. It "
+        "shares the machine with the publish (its CPU seconds are given).",
         "",
         *[f"- {_reader_line(p)[0]}" for p in res["publish"]],
         "",
@@ -683,6 +694,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help=f"work folder (default {DEFAULT_OUT.relative_to(ROOT)})")
     p.add_argument("--results", type=Path, default=None, help=f"report path (default {DEFAULT_RESULTS.relative_to(ROOT)})")
     p.add_argument("--no-write-results", action="store_true")
+    p.add_argument("--max-wait", type=float, default=0.0,
+                   help="before each step, wait up to this many seconds for other load to fall below 0.3 cores")
     p.add_argument("--render-from", type=Path, help="render the report again from a results.json, run nothing")
     p.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     p.add_argument("--publish", help=argparse.SUPPRESS)

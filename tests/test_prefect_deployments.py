@@ -66,6 +66,8 @@ def test_prefect_yaml_deploys_and_a_worker_runs_a_deployment(prefect_server, tmp
     run = lambda *args: subprocess.run([PREFECT, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     created = run("work-pool", "create", "sleeptime-local", "--type", "process")
     assert created.returncode == 0, created.stderr
+    limited = run("work-pool", "set-concurrency-limit", "sleeptime-local", "1")  # as the README says
+    assert limited.returncode == 0, limited.stdout + limited.stderr
     deployed = run("--no-prompt", "deploy", "--all")
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
 
