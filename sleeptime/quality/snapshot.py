@@ -128,10 +128,18 @@ def run_docs_dir(root: Path, name: str) -> Path:
     return Path(root) / "runs" / name
 
 
-def write_docs_index(root: Path) -> Path:
-    """``<root>/index.html``: one link per validation, newest first."""
+KEEP_DOCS = 50  # validations whose Data Docs are kept (each is a small static site)
+
+
+def write_docs_index(root: Path, keep: int = KEEP_DOCS) -> Path:
+    """``<root>/index.html``: one link per validation, newest first; older sites are removed."""
+    import shutil
+
     root = Path(root)
     runs = sorted((p.name for p in (root / "runs").glob("*") if (p / "index.html").is_file()), reverse=True)
+    for stale in runs[keep:]:
+        shutil.rmtree(root / "runs" / stale, ignore_errors=True)
+    runs = runs[:keep]
     items = "\n".join(f'<li><a href="runs/{html.escape(n)}/index.html">{html.escape(n)}</a></li>' for n in runs)
     page = (
         "<!doctype html><meta charset=utf-8><title>sleeptime quality gate</title>"
