@@ -95,8 +95,11 @@ def gate_delta(candidate: Candidate, config: RunConfig, run_id: str) -> tuple[bo
     return _verdict(result, f"{len(contexts)} contexts, {len(variants)} variants, {len(answers)} answers added")
 
 
-def gate_full(con: duckdb.DuckDBPyConnection, config: RunConfig, name: str = "full") -> tuple[bool, str]:
+def gate_full(con: duckdb.DuckDBPyConnection, config: RunConfig, name: str | None = None) -> tuple[bool, str]:
     """(ok, report) for every current row of a warehouse (the weekly full re-validation)."""
+    from datetime import datetime, timezone
+
+    name = name or f"r{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-full"  # sorts with the run ids
     contexts = con.execute(f"SELECT * FROM contexts_current WHERE context_id NOT IN {_FAILING}").df()
     variants = con.execute(f"SELECT * FROM variants_current WHERE context_id NOT IN {_FAILING}").df()
     answers = con.execute(f"SELECT * FROM answers_current WHERE context_id NOT IN {_FAILING}").df()
