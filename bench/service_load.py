@@ -57,7 +57,7 @@ def build(root: Path, contexts: int):
     from sleeptime.dataset import write_demo_corpus
     from sleeptime.job import run_local
     from sleeptime.pipeline import RunSummary
-    from sleeptime.storage import Lake, answer_record, context_record, query_record, variant_record
+    from sleeptime.storage import answer_record, context_record, query_record, variant_record
     from sleeptime.storage.warehouse import Warehouse
 
     config = RunConfig(corpus=write_demo_corpus(root / "corpus.jsonl", contexts=contexts, seed=11),
@@ -66,17 +66,17 @@ def build(root: Path, contexts: int):
     result = run_local(config)
     grid_s = time.perf_counter() - started
     run_id = "r20260101T000000000000"
-    lake = Lake(config.lake_dir)
+    lake = config.open_lake()
     rows = result.loaded.rows
     tenant = lambda c: c.model_copy(update={"metadata": {**c.metadata, "tenant": "bench"}})  # noqa: E731
-    lake.write("contexts", run_id, [context_record(tenant(r.context), run_id) for r in rows])
-    lake.write("queries", run_id, [query_record(q, r.context.content_hash, run_id) for r in rows for q in r.queries])
-    lake.write("variants", run_id, [variant_record(v, run_id) for v in result.variants])
-    lake.write("answers", run_id, [answer_record(a, run_id) for a in result.answers])
-    lake.write("runs", run_id, [RunSummary(run_id=run_id, corpus="bench", started_at=dt.datetime.now(dt.timezone.utc),
-                                           status="published").record()])
+    lake.write("contexts", [context_record(tenant(r.context), run_id) for r in rows], run_id=run_id)
+    lake.write("queries", [query_record(q, r.context.content_hash, run_id) for r in rows for q in r.queries], run_id=run_id)
+    lake.write("variants", [variant_record(v, run_id) for v in result.variants], run_id=run_id)
+    lake.write("answers", [answer_record(a, run_id) for a in result.answers], run_id=run_id)
+    lake.write("runs", [RunSummary(run_id=run_id, corpus="bench", started_at=dt.datetime.now(dt.timezone.utc),
+                                   status="published").record()], run_id=run_id)
     warehouse = Warehouse(config.warehouse_path)
-    warehouse.publish(warehouse.build(lake))
+    warehouse.sync(lake)
     config_path = root / "sleeptime.yaml"
     config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")), encoding="utf-8")
     questions = [(r.context.id, q.text) for r in rows for q in r.queries]
@@ -221,13 +221,15 @@ class Publisher(threading.Thread):
         self.build_s: list[float] = []
 
     def run(self) -> None:
-        from sleeptime.storage import Lake
         from sleeptime.storage.warehouse import Warehouse
 
-        warehouse, lake = Warehouse(self.config.warehouse_path), Lake(self.config.lake_dir)
+        warehouse, lake = Warehouse(self.config.warehouse_path), self.config.open_lake()
         while not self.stop.wait(self.every):
             t = time.perf_counter()
-            warehouse.publish(warehouse.build(lake))
+            # A publish that adds only its run's row: the warehouse is updated from that commit.
+            run_id = f"r{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S%f}"
+            lake.write("runs", [{"run_id": run_id, "status": "published", "detail_json": "{}"}], run_id=run_id)
+            warehouse.sync(lake)
             self.build_s.append(time.perf_counter() - t)
             self.count += 1
 
@@ -386,7 +388,7 @@ def main() -> int:
                 proc.kill()
         import pyarrow.parquet as pq
 
-        files = list(log_lake.glob("query_log/published=*/*.parquet"))
+        files = list(log_lake.glob("query_log/*.parquet"))
         log_rows = sum(pq.read_metadata(f).num_rows for f in files)
         text = report(args, machine(), (args.contexts, answers, grid_s), phases, sel, log_rows, answered, build_s)
     print(text)
