@@ -86,13 +86,7 @@ def _plural(n: int, one: str, many: str) -> str:
 def load_corpus(path: str | Path, *, format: str = "auto") -> LoadResult:  # noqa: A002 (public API name)
     """Load any supported corpus; ``format="auto"`` guesses from the path and the first row."""
     p = Path(path)
-    fmt = format.strip().lower().replace("_", "-")
-    if fmt not in FORMATS:
-        raise CorpusError(f"unknown corpus format {format!r} for {p}; expected one of {', '.join(FORMATS)}")
-    if not p.exists():
-        raise CorpusError(f"corpus not found: {p}")
-    if fmt == "auto":
-        fmt = _detect_format(p)
+    fmt = corpus_format(p, format)
     if fmt == "text-folder":
         return load_text_folder(p)
     if fmt == "gsm-symbolic":

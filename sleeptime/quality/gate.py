@@ -345,10 +345,7 @@ def validate_snapshot(
     current content_hash and every non-null variant_id is a current variant.
     """
     started = time.perf_counter()
-    contexts = _current_contexts(_conform(contexts, "contexts"))
-    variants = _conform(variants, "variants")
-    answers = _conform(answers, "answers")
-
+    contexts, variants, answers = _inputs(contexts, variants, answers)
     plan: list[tuple[str, pd.DataFrame, list[_Spec]]] = []
     skipped: dict[str, str] = {}
     failed: list[FailedExpectation] = []
@@ -412,9 +409,7 @@ def validate_delta(
     violation counts in ``references`` and GX asserts each is zero.
     """
     started = time.perf_counter()
-    contexts = _current_contexts(_conform(contexts, "contexts"))
-    variants = _conform(variants, "variants")
-    answers = _conform(answers, "answers")
+    contexts, variants, answers = _inputs(contexts, variants, answers)
     plan: list[tuple[str, pd.DataFrame, list[_Spec]]] = []
     skipped: dict[str, str] = {}
     failed: list[FailedExpectation] = []
@@ -720,6 +715,13 @@ def _conform(df: pd.DataFrame | None, table: str) -> pd.DataFrame:
         if missing:
             df = df.assign(**{c: pd.Series([], dtype=object) for c in missing})
     return df.reset_index(drop=True)
+
+
+def _inputs(
+    contexts: pd.DataFrame, variants: pd.DataFrame, answers: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The three frames with their tables' columns, tombstones dropped from the contexts."""
+    return _current_contexts(_conform(contexts, "contexts")), _conform(variants, "variants"), _conform(answers, "answers")
 
 
 def _current_contexts(contexts: pd.DataFrame) -> pd.DataFrame:

@@ -219,12 +219,7 @@ class Lake:
             return out
         with self.cursor() as cur:
             for table in SCHEMAS:
-                cols = ", ".join(SCHEMAS[table].names)
-                arrow = cur.execute(
-                    f"SELECT {cols} FROM ducklake_table_changes(?, ?, ?, ?, ?) "
-                    "WHERE change_type IN ('insert', 'update_postimage')",
-                    [ALIAS, MAIN, table, since + 1, until],
-                ).to_arrow_table()
+                arrow = cur.execute(insertions_sql(table, since, until)).to_arrow_table()
                 if arrow.num_rows:
                     out[table] = arrow.cast(SCHEMAS[table])
         return out
@@ -307,6 +302,18 @@ def _sqlite_wal(path: str) -> None:
         con.execute("PRAGMA journal_mode=WAL").fetchall()
     finally:
         con.close()
+
+
+def insertions_sql(table: str, since: int, until: int) -> str:
+    """The rows ``table`` gained in lake snapshots (since, until]: the change feed, as SQL.
+
+    Every change the product makes is an insert (a replaced row is a delete plus an insert of
+    the same key), so the inserts are the whole feed a copy needs to apply with ``upsert_sql``.
+    """
+    _check(table)
+    cols = ", ".join(SCHEMAS[table].names)
+    return (f"SELECT {cols} FROM ducklake_table_insertions({_quote(ALIAS)}, {_quote(MAIN)}, {_quote(table)}, "
+            f"{int(since) + 1}, {int(until)})")
 
 
 def _check(table: str) -> None:

@@ -31,7 +31,17 @@ import duckdb
 import pyarrow as pa
 
 from sleeptime._failpoints import PUBLISH_AFTER_SWAP, failpoint
-from sleeptime.storage.lake import ALIAS, MAIN, STAGING, Lake, _quote, as_arrow, load_extensions, upsert_sql
+from sleeptime.storage.lake import (
+    ALIAS,
+    MAIN,
+    STAGING,
+    Lake,
+    _quote,
+    as_arrow,
+    insertions_sql,
+    load_extensions,
+    upsert_sql,
+)
 from sleeptime.storage.records import SCHEMAS
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "warehouse" / "migrations"
@@ -109,10 +119,7 @@ class Candidate:
             return 0
         n = 0
         for table in SCHEMAS:
-            cols = ", ".join(SCHEMAS[table].names)
-            rel = (f"(SELECT {cols} FROM ducklake_table_insertions({_quote(ALIAS)}, {_quote(MAIN)}, "
-                   f"{_quote(table)}, {self.lake_snapshot + 1}, {int(until)}))")
-            n += self.apply(table, rel)
+            n += self.apply(table, f"({insertions_sql(table, self.lake_snapshot, until)})")
         self.lake_snapshot = until
         return n
 
