@@ -27,9 +27,20 @@ _FAILING = "(SELECT context_id FROM failures_open)"
 
 
 def _delta_sql(table: str) -> str:
-    """The staged rows of ``table`` as the candidate holds them (deduplicated by key)."""
-    match = " AND ".join(f"s.{k} = t.{k}" for k in KEYS[table])
-    return f"SELECT * FROM {table} t WHERE EXISTS (SELECT 1 FROM lake.staging.{table} s WHERE {match})"
+    """The temp table of the rows this publish adds to ``table`` (made by ``_materialise_delta``)."""
+    return f"SELECT * FROM delta_{table}"
+
+
+def _materialise_delta(con: duckdb.DuckDBPyConnection) -> None:
+    """``delta_<table>``: the staged rows, one per key (the latest run's), as the publish applies them.
+
+    Read from the staged rows themselves, not found again among the candidate's millions of rows.
+    """
+    for table in ("contexts", "variants", "answers"):
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE delta_{table} AS SELECT * FROM lake.staging.{table} "
+            f"QUALIFY row_number() OVER (PARTITION BY {', '.join(KEYS[table])} ORDER BY run_id DESC) = 1"
+        )
 
 
 def reference_checks(con: duckdb.DuckDBPyConnection, config: RunConfig, run_id: str) -> list[ReferenceCheck]:
@@ -64,8 +75,10 @@ def reference_checks(con: duckdb.DuckDBPyConnection, config: RunConfig, run_id: 
              ON v.context_id = c.context_id AND v.context_hash = c.content_hash
              WHERE coalesce(v.n, 0) <> {len(slots)} AND c.context_id NOT IN {_FAILING}""",
          [config.sleep_model, *slot_params]),
+        # Only a new variant can make a second one in a slot: the contexts the delta touches.
         ("one_variant_per_slot", "one current variant per (context, text, budget, sample)",
          """SELECT context_id FROM variants_current
+            WHERE context_id IN (SELECT context_id FROM delta_variants)
             GROUP BY context_id, context_hash, model, sleep_budget, sample_index, prompt_version HAVING count(*) > 1""",
          []),
     ]
@@ -82,6 +95,7 @@ def reference_checks(con: duckdb.DuckDBPyConnection, config: RunConfig, run_id: 
 def gate_delta(candidate: Candidate, config: RunConfig, run_id: str) -> tuple[bool, str]:
     """(ok, report) for the rows this publish adds, checked against the candidate warehouse."""
     con = candidate.con
+    _materialise_delta(con)
     contexts = con.execute(_delta_sql("contexts")).df()
     variants = con.execute(_delta_sql("variants")).df()
     answers = con.execute(_delta_sql("answers")).df()
