@@ -127,10 +127,14 @@ def test_sigkill_of_a_ray_worker_mid_run_is_survived(clean_history, tmp_path):
     try:
         # Wait until the workers are busy (the first shard is staged), then kill one.
         while killed is None and time.monotonic() < deadline and proc.poll() is None:
-            workers = _model_workers(proc.pid)
-            if workers and _staged_rows(crashed):
-                os.kill(workers[0], signal.SIGKILL)
-                killed = workers[0]
+            if _model_workers(proc.pid) and _staged_rows(crashed):
+                for pid in _model_workers(proc.pid):  # listed again: the staging read takes a moment
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:  # that worker exited meanwhile
+                        continue
+                    killed = pid
+                    break
             time.sleep(0.02)
         assert killed is not None, "never saw a busy Ray worker to kill"
         assert proc.wait(timeout=300) == 0, "the run did not survive the lost worker"
