@@ -1,8 +1,12 @@
 """Publishing a small run into a large lake: the incremental publish, the full rebuild, and the views.
 
-    .venv/bin/python bench/publish_scale.py [--variants 1000000] [--answers 10000000] [--query-log 100000]
-                                            [--out DIR] [--results PATH]
+    nice -n 5 .venv/bin/python bench/publish_scale.py [--variants 1000000] [--answers 10000000]
+                        [--query-log 100000] [--out DIR] [--results PATH] [--max-wait SECONDS]
     .venv/bin/python bench/publish_scale.py --small        # 20k variants, 200k answers: a quick check
+
+The default size takes about 5 minutes on a quiet 2-core machine and needs about 3 GiB of disk
+and 5 GiB of memory (the generation). On a shared machine ``--max-wait S`` waits up to S seconds
+before each step for other processes to use less than 0.3 cores.
 
 What it measures, each heavy step in a fresh subprocess (so its peak RSS is its own), with
 ``/proc/loadavg`` read before each:
@@ -15,7 +19,8 @@ What it measures, each heavy step in a fresh subprocess (so its peak RSS is its 
    lake (what every publish used to do; now ``sleeptime warehouse rebuild`` only).
 3. publish: 10,000 new answers (copies of rows of ``answers_current`` with new answer ids and a new
    run id, so they reference existing current variants and queries) staged in
-   ``lake.staging.answers``, then ``sleeptime.pipeline.publish`` with the delta gate
+   ``lake.staging.answers`` (in a process of its own, not timed as the publish), then
+   ``sleeptime.pipeline.publish`` with the delta gate
    (``gate_delta``), as ``tasks/publish.py`` calls it, once without the policy fit (``derive=None``)
    and once more, with another 10,000 answers, with it (``derive_policy``). The call is timed
    whole and in parts by wrapping ``Warehouse.candidate``, ``Candidate.apply_staged``, the gate,
@@ -24,7 +29,8 @@ What it measures, each heavy step in a fresh subprocess (so its peak RSS is its 
    answer count it saw and every error.
 4. views: on the published warehouse, every view of ``duckdb_views()``: ``SELECT count(*)`` and
    ``SELECT * ... LIMIT 1000`` fetched with ``.fetchall()``, each the median of 3 runs after a
-   warm-up.
+   warm-up; also ``answers_current`` fetched whole and ``v_pass_at_k`` as migration 002 defined
+   it, to compare with bench/results/warehouse_scale.md.
 
 Acceptance targets: the publish of 10k answers at most 15 s end to end (gate + lake commit +
 warehouse update + readers switched); every view under 1 s for both queries; the reader sees only

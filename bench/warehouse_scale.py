@@ -1,5 +1,9 @@
 """The warehouse at scale: every dashboard view and the policy fit on >= 1M variants and 10M answers.
 
+Superseded for storage by bench/publish_scale.py (the DuckLake lake, incremental publish, full
+rebuild, views). Step 4 below (the Parquet lake and ``Warehouse.build``) measured the storage
+retired with issue 11; it is off by default (``--lake-answers 0``) and no longer runs.
+
     .venv/bin/python bench/warehouse_scale.py [--variants 1000000] [--answers 10000000]
                                               [--query-log 100000] [--lake-answers N] [--out DIR]
 
@@ -301,13 +305,20 @@ def phase_fit(args) -> dict:
     from sleeptime.config import DEFAULT_TEST_BUDGETS, PolicyConfig
     from sleeptime.policy.store import derive_policy
     from sleeptime.storage.records import SCHEMAS
-    from sleeptime.storage.warehouse import Snapshot, Warehouse
+    from sleeptime.storage.warehouse import connect_read_only
+
+    def derive(path: Path) -> dict:
+        con = connect_read_only(path)
+        try:
+            return derive_policy(con, PolicyConfig(), run_id, order)
+        finally:
+            con.close()
 
     path = Path(args.db)
     run_id = "r20260101T000000000000"
     order = tuple(b.name for b in DEFAULT_TEST_BUDGETS)
     t0 = time.perf_counter()
-    derived = derive_policy(path, PolicyConfig(), run_id, order)
+    derived = derive(path)
     fit_s = time.perf_counter() - t0
     fit_rss = _peak_rss_mib()  # before the breakdown below, which holds its own copies
     rows = derived.get("policies", [])
@@ -317,7 +328,7 @@ def phase_fit(args) -> dict:
 
         profile = cProfile.Profile()
         profile.enable()
-        derive_policy(path, PolicyConfig(), run_id, order)
+        derive(path)
         profile.disable()
         pstats.Stats(profile, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
     # Where the time goes: the same work again, in its parts.
@@ -341,9 +352,10 @@ def phase_fit(args) -> dict:
                  "sleep_rows": len(sleep), "same_version": policy.version == (rows[0]["policy_version"] if rows else None)}
     del answers, sleep, prepared, policy
     t = time.perf_counter()
-    if rows:
-        Warehouse.append(Snapshot(path, []), "policies", pa.Table.from_pylist(rows, schema=SCHEMAS["policies"]))
     con = duckdb.connect(str(path))
+    if rows:
+        con.register("incoming", pa.Table.from_pylist(rows, schema=SCHEMAS["policies"]))
+        con.execute("INSERT INTO policies BY NAME SELECT * FROM incoming")
     # Four older versions, so v_policy_current has a history to pick the newest from.
     con.execute(
         "INSERT INTO policies SELECT p.* REPLACE ('p_old' || k AS policy_version, 'r2025010' || k || 'T000000000000' AS run_id) "
@@ -409,6 +421,7 @@ def phase_views(args) -> dict:
 
 
 def phase_lake(args) -> dict:
+    raise SystemExit("the Parquet lake and Warehouse.build were retired (DuckLake); use bench/publish_scale.py")
     """Write the warehouse's tables as a Parquet lake, one published=<run_id> folder per run."""
     import duckdb
 
@@ -744,7 +757,7 @@ def main() -> None:
     p.add_argument("--variants", type=int, default=1_000_000)
     p.add_argument("--answers", type=int, default=10_000_000)
     p.add_argument("--query-log", type=int, default=100_000)
-    p.add_argument("--lake-answers", type=int, default=None,
+    p.add_argument("--lake-answers", type=int, default=0,
                    help="answers in the lake for the build step (default: all; 0 skips the step)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
