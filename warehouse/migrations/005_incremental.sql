@@ -19,23 +19,3 @@ FROM (
     FROM contexts
 )
 WHERE rn = 1 AND NOT deleted;
-
--- pass@k without joining every answer to every k: one pass over the raw-context answers collects,
--- per query and test budget, the sample indexes in order; each k then reads a prefix of them.
--- (The join version took 2.1 s at 10M answers, bench/results/warehouse_scale.md.)
-CREATE OR REPLACE VIEW v_pass_at_k AS
-WITH per_query AS (
-    SELECT a.test_model, a.test_budget, a.query_id,
-           list(a.correct ORDER BY a.sample_index) AS correct,
-           list(a.completion_tokens ORDER BY a.sample_index) AS tokens,
-           list(a.sample_index ORDER BY a.sample_index) AS samples
-    FROM answers_current a
-    WHERE a.variant_id IS NULL AND a.correct IS NOT NULL
-    GROUP BY ALL
-),
-ks AS (SELECT DISTINCT sample_index + 1 AS k FROM answers_current WHERE variant_id IS NULL)
-SELECT p.test_model, p.test_budget, ks.k, count(*) AS n,
-       avg(CASE WHEN list_bool_or(p.correct[1:ks.k]) THEN 1.0 ELSE 0.0 END) AS pass_at_k,
-       avg(list_sum(p.tokens[1:ks.k])) AS mean_test_completion_tokens
-FROM per_query p JOIN ks ON len(p.samples) >= ks.k AND p.samples[ks.k] = ks.k - 1
-GROUP BY ALL;
