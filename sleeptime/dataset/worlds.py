@@ -17,6 +17,10 @@ reference reasoner, so the two cross-check each other in the tests. Query kinds:
 
 Every value, factual or hypothetical, is a non-negative integer (start values are at least 1),
 halves are only taken of even numbers, and no holding goes below 0 during the transfers.
+
+:func:`generate_mixed_corpus` mixes shallow, lookup-heavy stories (``EASY_SPEC``) with deep,
+counterfactual-heavy ones (``HARD_SPEC``), so that no single (variant, test budget) is the best
+choice for every context.
 """
 
 from __future__ import annotations
@@ -65,6 +69,9 @@ class WorldSpec:
     n_transfers: tuple[int, int] = (0, 2)
     queries_per_context: int = 10
     units: tuple[str, ...] = ("marbles", "apples", "stickers", "coins", "books", "shells", "cards")
+    # Weights of QUERY_KINDS (lookup, derived, sum, counterfactual) drawn per query; None keeps
+    # the fixed 20/40/20/20 quota, so corpora generated before this field existed do not change.
+    query_mix: tuple[float, float, float, float] | None = None
 
     def __post_init__(self) -> None:
         lo, hi = self.n_entities
@@ -81,6 +88,10 @@ class WorldSpec:
             raise ValueError("queries_per_context must be at least 1")
         if not self.units or not all(u.isalpha() and u.islower() for u in self.units):
             raise ValueError("units must be non-empty lowercase words")
+        if self.query_mix is not None:
+            mix = self.query_mix
+            if len(mix) != len(QUERY_KINDS) or any(w < 0 for w in mix) or sum(mix) <= 0:
+                raise ValueError(f"query_mix must be {len(QUERY_KINDS)} non-negative weights with a positive sum, got {mix}")
 
 
 # --- the world and its evaluator ----------------------------------------------------------------
@@ -402,10 +413,17 @@ def _counterfactual_candidates(rng: random.Random, world: World, limit: int) -> 
     return out
 
 
-def _select_queries(rng: random.Random, world: World, n: int) -> list[_Candidate]:
-    """About 20% lookup, 40% derived, 20% sum, 20% counterfactual; deficits filled by others."""
-    quota = {"lookup": round(0.2 * n), "sum": round(0.2 * n), "counterfactual": round(0.2 * n)}
-    quota["derived"] = max(0, n - sum(quota.values()))
+def _select_queries(
+    rng: random.Random, world: World, n: int, mix: tuple[float, ...] | None = None
+) -> list[_Candidate]:
+    """Without ``mix``: about 20% lookup, 40% derived, 20% sum, 20% counterfactual, deficits filled
+    by others. With ``mix``: each query's kind drawn by those weights among the kinds that still
+    have candidates (a story has only one to three bases, so lookups run out first)."""
+    if mix is None:
+        quota = {"lookup": round(0.2 * n), "sum": round(0.2 * n), "counterfactual": round(0.2 * n)}
+        quota["derived"] = max(0, n - sum(quota.values()))
+    else:
+        quota = dict.fromkeys(QUERY_KINDS, 0)
     with_transfers = bool(world.transfers)
     pools = {
         "lookup": _lookup_candidates(world),
@@ -428,6 +446,17 @@ def _select_queries(rng: random.Random, world: World, n: int) -> list[_Candidate
             chosen.append(c)
             k -= 1
 
+    if mix is not None:
+        weight = dict(zip(QUERY_KINDS, mix))
+        while len(chosen) < n:
+            live = [k for k in QUERY_KINDS if pools[k]]
+            if not live:
+                break
+            # Zero-weight kinds only once every weighted kind has run out.
+            weighted = [k for k in live if weight[k] > 0]
+            kind = rng.choices(weighted, [weight[k] for k in weighted])[0] if weighted else live[0]
+            take(kind, 1)
+        return chosen
     for kind in QUERY_KINDS:
         take(kind, quota[kind])
     for kind in ("derived", "counterfactual", "sum", "lookup"):
@@ -438,8 +467,15 @@ def _select_queries(rng: random.Random, world: World, n: int) -> list[_Candidate
 # --- public API ---------------------------------------------------------------------------------
 
 
-def world_to_row(world: World, index: int, candidates: list[_Candidate], seed: int | None) -> ContextWithQueries:
-    context_id = f"world-{index:05d}"
+def world_to_row(
+    world: World,
+    index: int,
+    candidates: list[_Candidate],
+    seed: int | None,
+    id_prefix: str = "world",
+    metadata: dict[str, object] | None = None,
+) -> ContextWithQueries:
+    context_id = f"{id_prefix}-{index:05d}"
     depths = world.depths()
     context = Context(
         id=context_id,
@@ -452,6 +488,7 @@ def world_to_row(world: World, index: int, candidates: list[_Candidate], seed: i
             "n_entities": len(world.entities),
             "n_transfers": len(world.transfers),
             "unit": world.unit,
+            **(metadata or {}),
         },
     )
     with_transfers = bool(world.transfers)
@@ -471,12 +508,17 @@ def world_to_row(world: World, index: int, candidates: list[_Candidate], seed: i
 
 
 def generate_world(
-    rng: random.Random, spec: WorldSpec, index: int, seed: int | None = None
+    rng: random.Random,
+    spec: WorldSpec,
+    index: int,
+    seed: int | None = None,
+    id_prefix: str = "world",
+    metadata: dict[str, object] | None = None,
 ) -> ContextWithQueries:
     """One story and its queries, drawn from ``rng``; ``seed`` is only recorded in metadata."""
     world = build_world(rng, spec)
-    candidates = _select_queries(rng, world, spec.queries_per_context)
-    return world_to_row(world, index, candidates, seed)
+    candidates = _select_queries(rng, world, spec.queries_per_context, spec.query_mix)
+    return world_to_row(world, index, candidates, seed, id_prefix, metadata)
 
 
 def context_rng(seed: int, index: int) -> random.Random:
@@ -488,3 +530,31 @@ def generate_corpus(n_contexts: int, seed: int = 0, spec: WorldSpec = WorldSpec(
     if n_contexts < 0:
         raise ValueError("n_contexts must be non-negative")
     return [generate_world(context_rng(seed, i), spec, i, seed=seed) for i in range(n_contexts)]
+
+
+# --- the mixed corpus ---------------------------------------------------------------------------
+
+# Short chains, mostly stated facts: the raw context at a small test budget should do.
+EASY_SPEC = WorldSpec(n_entities=(4, 6), max_depth=2, n_transfers=(0, 1), query_mix=(0.6, 0.3, 0.1, 0.0))
+# Deep chains, transfers and mostly counterfactuals: where sleep-time work should pay off.
+HARD_SPEC = WorldSpec(n_entities=(7, 10), max_depth=6, n_transfers=(1, 3), query_mix=(0.05, 0.25, 0.2, 0.5))
+MIXED_PREFIX = "mixed"
+
+
+def generate_mixed_corpus(n_contexts: int, seed: int = 0, hard_fraction: float = 0.5) -> list[ContextWithQueries]:
+    """Easy and hard contexts side by side, so the best (variant, test budget) differs per context.
+
+    Context i draws its difficulty first from its own generator, then its story: it does not
+    depend on ``n_contexts``, and raising ``hard_fraction`` only turns some easy contexts hard.
+    """
+    if n_contexts < 0:
+        raise ValueError("n_contexts must be non-negative")
+    if not 0 <= hard_fraction <= 1:
+        raise ValueError(f"hard_fraction must be in [0, 1], got {hard_fraction}")
+    rows = []
+    for i in range(n_contexts):
+        rng = random.Random(f"{SOURCE}:{MIXED_PREFIX}:{seed}:{i}")
+        difficulty = "hard" if rng.random() < hard_fraction else "easy"
+        spec = HARD_SPEC if difficulty == "hard" else EASY_SPEC
+        rows.append(generate_world(rng, spec, i, seed=seed, id_prefix=MIXED_PREFIX, metadata={"difficulty": difficulty}))
+    return rows
