@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -27,6 +30,8 @@ warehouse_app = typer.Typer(help="The DuckDB warehouse dashboards and the servic
 app.add_typer(warehouse_app, name="warehouse")
 lake_app = typer.Typer(help="The lake (DuckLake tables): history and time travel.", no_args_is_help=True)
 app.add_typer(lake_app, name="lake")
+traffic_app = typer.Typer(help="Simulated query traffic for the query log.", no_args_is_help=True)
+app.add_typer(traffic_app, name="traffic")
 
 # The query service: `sleeptime serve` and `sleeptime keys create|revoke|list` (their heavy imports
 # happen inside the commands, so mounting them costs nothing).
@@ -158,17 +163,31 @@ def print_warehouse_table(path: Path) -> None:
     print_accuracy_table(frame.sort_values(["mean_sleep_tokens_per_context", "test_budget"]))
 
 
+class CorpusKind(str, Enum):
+    demo = "demo"
+    mixed = "mixed"
+
+
 @corpus_app.command("generate")
 def corpus_generate(
-    out: Annotated[Path, typer.Argument(help="Output JSONL file.")],
+    out: Annotated[Optional[Path], typer.Argument(help="Output JSONL file (or --out).")] = None,
+    out_opt: Annotated[Optional[Path], typer.Option("--out", help="Output JSONL file.")] = None,
+    kind: Annotated[CorpusKind, typer.Option(help="demo: the demo's worlds; mixed: easy and hard worlds side by side.")] = CorpusKind.demo,
     contexts: Annotated[int, typer.Option(help="Number of contexts.")] = 50,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    hard_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of hard contexts (--kind mixed).")] = 0.5,
 ) -> None:
     """Generate an arithmetic-worlds corpus in the project's JSONL format."""
-    from sleeptime.dataset import write_demo_corpus
+    from sleeptime.dataset import generate_corpus, generate_mixed_corpus, write_project_jsonl
 
-    write_demo_corpus(out, contexts, seed)
-    console.print(f"wrote {contexts} contexts to {out}")
+    if (out is None) == (out_opt is None):
+        console.print("[red]give the output file once: OUT or --out[/red]")
+        raise typer.Exit(2)
+    path = out or out_opt
+    rows = generate_mixed_corpus(contexts, seed, hard_fraction) if kind is CorpusKind.mixed else generate_corpus(contexts, seed)
+    write_project_jsonl(rows, path)
+    hard = sum(r.context.metadata.get("difficulty") == "hard" for r in rows)
+    console.print(f"wrote {contexts} {kind.value} contexts to {path}" + (f" ({hard} hard)" if kind is CorpusKind.mixed else ""))
 
 
 @corpus_app.command("check")
@@ -188,6 +207,39 @@ def corpus_check(
     console.print(result.summary())
     for row in result.quarantined[:show]:
         console.print(f"  {row.location}: {row.reason}")
+
+
+@traffic_app.command("simulate")
+def traffic_simulate(
+    corpus: Annotated[Path, typer.Option(help="The corpus the traffic asks about (its labeled queries).")],
+    queries: Annotated[int, typer.Option(min=0, help="Number of queries to log.")],
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    zipf: Annotated[float, typer.Option(min=0.0, help="Zipf exponent s: the context of popularity rank r gets weight 1/r^s.")] = 1.1,
+    span_days: Annotated[float, typer.Option(min=0.0, help="Days the timestamps spread over.")] = 7.0,
+    start: Annotated[Optional[datetime], typer.Option(help="First possible timestamp, UTC (default 2025-01-06).")] = None,
+    config: ConfigOpt = None,
+    output_dir: Annotated[Optional[Path], typer.Option(help="Output folder whose spool gets the log (default: out/).")] = None,
+) -> None:
+    """Spool a Zipf-distributed query log of the corpus's labeled queries; the next publish commits it."""
+    from sleeptime.dataset import CorpusError, load_corpus, query_counts, simulate_query_log, write_query_log_spool
+
+    cfg = _load_config(config, output_dir=output_dir)
+    try:
+        rows = load_corpus(corpus).rows
+    except CorpusError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    try:
+        log = simulate_query_log(rows, queries, seed=seed, zipf_s=zipf, start=start, span_days=span_days)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    path = write_query_log_spool(log, cfg.spool_dir)
+    labeled = sum(1 for r in rows if r.queries)
+    top = max(1, math.ceil(labeled / 10))
+    share = sum(list(query_counts(log).values())[:top]) / len(log) if log else 0.0
+    console.print(f"wrote {len(log)} query-log rows to {path or cfg.spool_dir}; the top 10 % of contexts "
+                  f"({top} of {labeled}) get {share:.1%} of the traffic")
 
 
 @app.command()
@@ -232,7 +284,7 @@ def policy_explain(
     output_dir: Annotated[Optional[Path], typer.Option(help="Output folder of the run (default: out/).")] = None,
 ) -> None:
     """Explain which (variant, test budget) the policy picks for a context's queries, and why."""
-    from sleeptime.policy.store import load_current_policy
+    from sleeptime.policy.store import load_published_policy
 
     cfg = _load_config(config, output_dir=output_dir)
     with _published(cfg).read() as con:
@@ -240,9 +292,10 @@ def policy_explain(
         if not known:
             console.print(f"[red]unknown context {context_id!r}[/red] in {cfg.warehouse_path}")
             raise typer.Exit(2)
-        policy = load_current_policy(con, cfg.policy, tuple(b.name for b in cfg.test_budgets))
+        policy = load_published_policy(con)
     if policy is None:
-        console.print("[yellow]no labeled answers yet: the policy falls back to the raw context at the largest test budget[/yellow]")
+        console.print("[yellow]no policy is published yet (no labeled answers): the service answers with the raw "
+                      "context at the largest test budget[/yellow]")
         raise typer.Exit(0)
     console.print(f"policy {policy.version}")
     console.print(policy.explain(context_id), markup=False)

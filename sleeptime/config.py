@@ -52,17 +52,30 @@ class DemoCorpus(BaseModel):
 
 
 class PolicyConfig(BaseModel):
-    """How the selection policy judges "adequate" and "cheapest" (sleeptime/policy)."""
+    """How the selection policy judges "adequate" and "cheapest", and how the refresh spends
+    sleep time (sleeptime/policy; docs/analysis.md, "Selection policy")."""
 
     model_config = ConfigDict(extra="forbid")
 
-    target_accuracy: float = Field(default=0.9, gt=0, le=1)
-    z: float = Field(default=1.96, ge=0)  # Wilson bound confidence (1.96 = 95 %)
+    target_accuracy: float = Field(default=0.9, gt=0, le=1)  # over the expected query mix
+    z: float = Field(default=1.96, ge=0)  # confidence of the mix accuracy's Wilson lower bound
     test_token_weight: float = Field(default=10.0, ge=0)  # t in the published cost formula
-    expected_queries_per_context: float = Field(default=10.0, gt=0)  # amortizes sleep cost
-    min_context_queries: int = Field(default=10, ge=1)  # labeled queries for a per-context estimate
+    expected_queries_per_context: float = Field(default=10.0, gt=0)  # per refresh, when no traffic is logged
     cost_metric: Literal["weighted_tokens", "usd"] = "weighted_tokens"
+    kind_floors: dict[str, float] = Field(default_factory=dict)  # e.g. {counterfactual: 0.8}
+    traffic_window_days: float = Field(default=7.0, gt=0)  # query log window that gives the rates
+    traffic_prior_windows: float = Field(default=0.5, ge=0)  # weight of the corpus-average rate
+    refresh_interval_days: float = Field(default=7.0, gt=0)  # how long one c' serves queries
+    sleep_allocation: Literal["full_grid", "traffic"] = "full_grid"  # every budget everywhere, or by traffic
     holdout_fraction: float = Field(default=0.5, gt=0, lt=1)  # queries held out by the report's check
+
+    @field_validator("kind_floors")
+    @classmethod
+    def _floors_in_range(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not 0.0 <= v <= 1.0}
+        if bad:
+            raise ValueError(f"kind floors must be accuracies in [0, 1], got {bad}")
+        return value
 
 
 class LakeLocation(BaseModel):

@@ -1,47 +1,47 @@
-"""The selection policy: for each query, the cheapest (sleep budget, test budget) that is
-adequate, where adequate means the Wilson lower bound on its measured accuracy reaches a target.
+"""Fitting the selection policy: estimates, the expected query mix, the optimiser, stored rows.
 
-Cost per query follows the published formula (sleep-time tokens weighted 1, test-time tokens
-weighted t = 10, sleep cost amortized over the queries asked of a context):
+The target, plainly: the expected accuracy over the expected query mix (every labeled context
+weighted by its expected queries, each context's kinds as its labeled queries) must reach
+``target_accuracy`` with confidence: the Wilson lower bound of the mix accuracy, over the
+effective number of labeled queries behind it, reaches the target. Optional per-kind floors
+add one constraint each. Among the plans that meet it, the cheapest expected cost per query:
 
-    cost_weighted = sleep_tokens_per_context / expected_queries_per_context + t * mean_test_tokens
-    cost_usd      = sleep_cost_usd_per_context / expected_queries_per_context + mean_test_cost_usd
+    cost_weighted = sleep_tokens_of_the_context / expected_queries_of_the_context + t * test_tokens
+    cost_usd      = sleep_usd_of_the_context / expected_queries_of_the_context + test_usd
 
-Measurements are pooled in three scopes, from most to least specific: one context (when it has
-at least ``min_context_queries`` labeled queries), one query kind, the whole corpus. A query
-uses the most specific scope that has an adequate option; when no scope has one, it falls back
-to the raw context at the largest test budget.
+The plan gives every context one sleep budget (its allocation: the c' to compute) and a test
+budget per kind; contexts the fit never saw get the plan of an average context (the ``kind`` and
+``corpus`` rows) and an allocation by their expected traffic (the ``allocation_default`` rows).
+Rationale and the alternatives weighed: docs/analysis.md, "Selection policy".
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from sleeptime.policy._wilson import wilson_lower_bounds
+from sleeptime.policy._estimate import Estimates, beta_lower, estimate, logit, sigmoid
+from sleeptime.policy._optimize import Plan, Problem, optimise, solve
+from sleeptime.policy._traffic import expected_queries, prior_queries
+from sleeptime.policy._version import _csv_digest
+from sleeptime.policy._wilson import wilson_lower_bound
 
 RAW = "none"
 CORPUS = "*"
-SCOPES = ("context", "kind", "corpus")
-FALLBACK_REASON = "no option's Wilson lower bound reaches the target"
+ANY_KIND = "*"
 
 ANSWER_COLUMNS = (
     "query_id", "context_id", "kind", "sleep_budget", "test_budget", "correct", "completion_tokens", "cost_usd",
 )
 SLEEP_COLUMNS = ("context_id", "sleep_budget", "sleep_tokens", "sleep_cost_usd")
-TABLE_COLUMNS = (
-    "scope", "scope_value", "sleep_budget", "test_budget", "n", "correct", "accuracy", "wilson_lower",
-    "mean_test_tokens", "mean_test_cost_usd", "sleep_tokens_per_context", "sleep_cost_usd_per_context",
-    "cost_weighted", "cost_usd", "adequate", "chosen",
-)
+# Expected queries at which the allocation of a context the fit never saw is tabulated.
+ALLOCATION_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,14 @@ class PolicySettings:
     target_accuracy: float = 0.9
     z: float = 1.96
     test_token_weight: float = 10.0
-    expected_queries_per_context: float = 10.0
-    min_context_queries: int = 10
+    expected_queries_per_context: float = 10.0  # per context when no traffic is on record
     cost_metric: Literal["weighted_tokens", "usd"] = "weighted_tokens"
+    kind_floors: tuple[tuple[str, float], ...] = ()  # (kind, accuracy floor), sorted
+    traffic_prior_windows: float = 0.5
+    traffic_window_days: float = 7.0
+    refresh_interval_days: float = 7.0
     test_budget_order: tuple[str, ...] = ()  # cheapest .. largest, optional
+    sleep_budget_order: tuple[str, ...] = ()  # "none" .. largest, optional
 
     def __post_init__(self) -> None:
         if not 0.0 < self.target_accuracy <= 1.0:
@@ -63,72 +67,61 @@ class PolicySettings:
             raise ValueError(f"test_token_weight must be >= 0, got {self.test_token_weight}")
         if self.expected_queries_per_context <= 0:
             raise ValueError(f"expected_queries_per_context must be > 0, got {self.expected_queries_per_context}")
-        if self.min_context_queries < 1:
-            raise ValueError(f"min_context_queries must be >= 1, got {self.min_context_queries}")
         if self.cost_metric not in ("weighted_tokens", "usd"):
             raise ValueError(f"cost_metric must be 'weighted_tokens' or 'usd', got {self.cost_metric!r}")
+        floors = tuple(sorted((str(k), float(v)) for k, v in dict(self.kind_floors).items()))
+        for kind, floor in floors:
+            if not 0.0 <= floor <= 1.0:
+                raise ValueError(f"kind_floors[{kind!r}] must be in [0, 1], got {floor}")
+        if self.traffic_prior_windows < 0 or self.traffic_window_days <= 0 or self.refresh_interval_days <= 0:
+            raise ValueError("traffic_prior_windows must be >= 0 and the traffic window and refresh interval > 0")
+        object.__setattr__(self, "kind_floors", floors)
         object.__setattr__(self, "test_budget_order", tuple(self.test_budget_order))
+        object.__setattr__(self, "sleep_budget_order", tuple(self.sleep_budget_order))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
-
-@dataclass(frozen=True)
-class Choice:
-    sleep_budget: str
-    test_budget: str
-    scope: str
-    scope_value: str
-    predicted_accuracy: float
-    wilson_lower: float
-    cost_weighted: float
-    cost_usd: float
-    fallback: bool
-    reason: str
-
-    @property
-    def option(self) -> tuple[str, str]:
-        return (self.sleep_budget, self.test_budget)
+    @classmethod
+    def from_json(cls, text: str) -> PolicySettings:
+        fields = json.loads(text)
+        known = {k: v for k, v in fields.items() if k in cls.__dataclass_fields__}
+        known["kind_floors"] = tuple(tuple(pair) for pair in known.get("kind_floors", ()))
+        return cls(**known)
 
 
-def rank_options(frame: pd.DataFrame, settings: PolicySettings) -> pd.DataFrame:
-    """``frame`` sorted cheapest first: by the chosen cost metric, then the other one, then the
-    higher Wilson lower bound, then by name (deterministic)."""
-    primary, secondary = (
-        ("cost_weighted", "cost_usd") if settings.cost_metric == "weighted_tokens" else ("cost_usd", "cost_weighted")
-    )
-    keyed = frame.assign(_neg_lb=-frame["wilson_lower"]) if "wilson_lower" in frame else frame.assign(_neg_lb=0.0)
-    return keyed.sort_values(
-        [primary, secondary, "_neg_lb", "sleep_budget", "test_budget"], kind="mergesort"
-    ).drop(columns="_neg_lb")
+def required_accuracy(target: float, n_effective: float, z: float) -> float:
+    """The smallest mix accuracy whose Wilson lower bound over ``n_effective`` queries reaches
+    ``target`` (above 1 when none does)."""
+    if n_effective <= 0:
+        return float("inf")
+    if wilson_lower_bound(n_effective, n_effective, z) < target - 1e-12:
+        return float("inf")
+    lo, hi = 0.0, 1.0
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        if wilson_lower_bound(mid * n_effective, n_effective, z) >= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
-def _prepare_answers(answers: pd.DataFrame) -> pd.DataFrame:
+def prepare_answers(answers: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in ANSWER_COLUMNS if c not in answers.columns]
     if missing:
         raise ValueError(f"answers frame lacks columns {missing}")
-    df = answers.loc[answers["correct"].notna(), list(ANSWER_COLUMNS)].copy()
+    columns = list(ANSWER_COLUMNS) + (["latency_s"] if "latency_s" in answers.columns else [])
+    df = answers.loc[answers["correct"].notna(), columns].copy()
     for col in ("query_id", "context_id", "sleep_budget", "test_budget"):
         df[col] = df[col].astype(str)
     df["kind"] = df["kind"].fillna("unknown").astype(str)
     df["correct"] = df["correct"].astype(bool)
     df["completion_tokens"] = pd.to_numeric(df["completion_tokens"]).astype(float)
     df["cost_usd"] = pd.to_numeric(df["cost_usd"]).fillna(0.0).astype(float)
+    if "latency_s" in df:
+        df["latency_s"] = pd.to_numeric(df["latency_s"]).astype(float)
     return df.reset_index(drop=True)
-
-
-def _prepare_sleep(sleep: pd.DataFrame) -> pd.DataFrame:
-    missing = [c for c in SLEEP_COLUMNS if c not in sleep.columns]
-    if missing:
-        raise ValueError(f"sleep frame lacks columns {missing}")
-    df = sleep.loc[:, list(SLEEP_COLUMNS)].copy()
-    df["context_id"] = df["context_id"].astype(str)
-    df["sleep_budget"] = df["sleep_budget"].astype(str)
-    df["sleep_tokens"] = pd.to_numeric(df["sleep_tokens"]).fillna(0.0).astype(float)
-    df["sleep_cost_usd"] = pd.to_numeric(df["sleep_cost_usd"]).fillna(0.0).astype(float)
-    df = df[df["sleep_budget"] != RAW]
-    # One row per (context, budget) by contract; sum defensively if a caller passes samples apart.
-    return df.groupby(["context_id", "sleep_budget"], as_index=False)[["sleep_tokens", "sleep_cost_usd"]].sum()
 
 
 class SleepCosts:
@@ -136,15 +129,25 @@ class SleepCosts:
     context without a row for a budget gets that budget's mean over contexts."""
 
     def __init__(self, sleep: pd.DataFrame):
-        self.frame = _prepare_sleep(sleep)
-        f = self.frame  # columns as lists: iterating Arrow-backed rows one by one is slow
+        missing = [c for c in SLEEP_COLUMNS if c not in sleep.columns]
+        if missing:
+            raise ValueError(f"sleep frame lacks columns {missing}")
+        df = sleep.loc[:, list(SLEEP_COLUMNS)].copy()
+        df["context_id"] = df["context_id"].astype(str)
+        df["sleep_budget"] = df["sleep_budget"].astype(str)
+        df["sleep_tokens"] = pd.to_numeric(df["sleep_tokens"]).fillna(0.0).astype(float)
+        df["sleep_cost_usd"] = pd.to_numeric(df["sleep_cost_usd"]).fillna(0.0).astype(float)
+        df = df[df["sleep_budget"] != RAW]
+        # One row per (context, budget) by contract; sum defensively if a caller passes samples apart.
+        self.frame = df.groupby(["context_id", "sleep_budget"], as_index=False)[["sleep_tokens", "sleep_cost_usd"]].sum()
+        f = self.frame
         self._per_context = {
             (c, b): (float(t), float(u))
             for c, b, t, u in zip(
                 f["context_id"].tolist(), f["sleep_budget"].tolist(), f["sleep_tokens"].tolist(), f["sleep_cost_usd"].tolist()
             )
         }
-        means = self.frame.groupby("sleep_budget")[["sleep_tokens", "sleep_cost_usd"]].mean()
+        means = f.groupby("sleep_budget")[["sleep_tokens", "sleep_cost_usd"]].mean()
         self._mean = {b: (float(r.sleep_tokens), float(r.sleep_cost_usd)) for b, r in means.iterrows()}
 
     def mean(self, budget: str) -> tuple[float, float]:
@@ -160,322 +163,220 @@ class SleepCosts:
         return self._per_context.get((context_id, budget)) or self.mean(budget)
 
 
-def _scope_rows(df: pd.DataFrame, scope: str, key: str | None) -> pd.DataFrame:
-    keys = ([key] if key else []) + ["sleep_budget", "test_budget"]
-    grouped = df.groupby(keys, sort=True)
-    sums = grouped[["correct", "completion_tokens", "cost_usd"]].sum()
-    n = grouped.size()
-    out = pd.DataFrame({
-        "n": n,
-        "correct": sums["correct"],
-        "mean_test_tokens": sums["completion_tokens"] / n,
-        "mean_test_cost_usd": sums["cost_usd"] / n,
-    }).reset_index()
-    out.insert(0, "scope", scope)
-    out.insert(1, "scope_value", out.pop(key).astype(str) if key else CORPUS)
+def _order(present: list[str], preferred: tuple[str, ...], size: Mapping[str, float], first: str | None = None) -> list[str]:
+    """``present`` names ordered as ``preferred`` lists them, the rest by ``size``; ``first`` leads."""
+    rank = {name: i for i, name in enumerate(preferred)}
+    known = sorted((n for n in present if n in rank), key=rank.__getitem__)
+    rest = sorted((n for n in present if n not in rank), key=lambda n: (size.get(n, 0.0), n))
+    out = known + rest
+    if first is not None and first in out:
+        out.remove(first)
+        out.insert(0, first)
     return out
-
-
-def _build_table(df: pd.DataFrame, costs: SleepCosts, settings: PolicySettings) -> pd.DataFrame:
-    per_context = df.groupby("context_id")["query_id"].nunique()
-    eligible = per_context[per_context >= settings.min_context_queries].index
-    parts = [
-        _scope_rows(df[df["context_id"].isin(eligible)], "context", "context_id"),
-        _scope_rows(df, "kind", "kind"),
-        _scope_rows(df, "corpus", None),
-    ]
-    table = pd.concat([p for p in parts if len(p)], ignore_index=True)
-    table["n"] = table["n"].astype(int)
-    table["correct"] = table["correct"].astype(int)
-    table["accuracy"] = table["correct"] / table["n"]
-    table["wilson_lower"] = wilson_lower_bounds(table["correct"].to_numpy(), table["n"].to_numpy(), settings.z)
-    sleep_cost = [
-        costs.for_context(value, budget) if scope == "context" else costs.mean(budget)
-        for scope, value, budget in zip(table["scope"].tolist(), table["scope_value"].tolist(), table["sleep_budget"].tolist())
-    ]
-    table["sleep_tokens_per_context"] = [t for t, _ in sleep_cost]
-    table["sleep_cost_usd_per_context"] = [u for _, u in sleep_cost]
-    q = settings.expected_queries_per_context
-    table["cost_weighted"] = (
-        table["sleep_tokens_per_context"] / q + settings.test_token_weight * table["mean_test_tokens"]
-    )
-    table["cost_usd"] = table["sleep_cost_usd_per_context"] / q + table["mean_test_cost_usd"]
-    table["adequate"] = table["wilson_lower"] >= settings.target_accuracy
-    table["chosen"] = False
-    adequate = rank_options(table[table["adequate"]], settings)
-    first = adequate.groupby(["scope", "scope_value"], sort=False).head(1).index
-    table.loc[first, "chosen"] = True
-    order = {s: i for i, s in enumerate(SCOPES)}
-    table = table.assign(_scope=table["scope"].map(order))
-    table = table.sort_values(["_scope", "scope_value", "sleep_budget", "test_budget"], kind="mergesort")
-    return table.drop(columns="_scope").reset_index(drop=True)[list(TABLE_COLUMNS)]
-
-
-def _version(settings: PolicySettings, answers: pd.DataFrame, sleep: pd.DataFrame) -> str:
-    digest = hashlib.sha256()
-    digest.update(settings.to_json().encode())
-    digest.update(b"\nanswers\n")
-    _csv_digest(digest, answers, list(ANSWER_COLUMNS))
-    digest.update(b"\nsleep\n")
-    _csv_digest(digest, sleep, ["context_id", "sleep_budget"])
-    return "p_" + digest.hexdigest()[:16]
-
-
-_FLOAT_FORMAT = "%.10g"
-_CSV_QUOTED = r'[,"\r\n]'  # characters that make the csv module quote a field
-_CSV_BATCH = 500_000
-
-
-def _csv_digest(digest: Any, frame: pd.DataFrame, by: list[str]) -> None:
-    """Feed ``digest`` the bytes of ``frame.sort_values(by, kind="mergesort").to_csv(index=False,
-    float_format="%.10g")``: the same bytes, so versions stay what they were.
-
-    pandas formats every value of a frame in Python, which took about 40 s for 3.6M answers
-    (bench/warehouse_scale.py). Here each column is factorized (sorted distinct values and a code
-    per row, as sort_values does it), the rows are ordered by a stable lexsort of the codes (as
-    sort_values does it), each distinct value is formatted once, and Arrow joins the lines.
-    Frames whose CSV would need quoting, NaN, -0.0 or an unusual dtype take pandas' own path.
-    """
-    columns = _csv_columns(frame)
-    if columns is None:
-        ordered = frame.sort_values(by, kind="mergesort")
-        digest.update(ordered.to_csv(index=False, float_format=_FLOAT_FORMAT).encode())
-        return
-    digest.update((",".join(str(name) for name in frame.columns) + os.linesep).encode())
-    codes_of = dict(zip(frame.columns, (codes for _, codes in columns)))
-    order = np.lexsort([codes_of[name] for name in reversed(by)]) if len(frame) else np.arange(0)
-    for start in range(0, len(order), _CSV_BATCH):
-        rows = order[start : start + _CSV_BATCH]
-        fields = [pc.take(text, pa.array(codes[rows])) for text, codes in columns]
-        lines = pc.binary_join_element_wise(*fields, ",")
-        lines = pc.binary_join_element_wise(lines, "", os.linesep)  # every line ends with the terminator
-        offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32, count=len(lines) + 1, offset=lines.offset * 4)
-        digest.update(memoryview(lines.buffers()[2])[offsets[0] : offsets[-1]])
-
-
-def _csv_columns(frame: pd.DataFrame) -> list[tuple[pa.Array, np.ndarray]] | None:
-    """Per column: the text the csv module writes for each distinct value, in sorted order, and
-    each row's code into it; None when this path cannot promise pandas' bytes."""
-    if frame.columns.has_duplicates or any(ch in str(name) for name in frame.columns for ch in ',"\r\n'):
-        return None
-    out: list[tuple[pa.Array, np.ndarray]] = []
-    try:
-        for name in frame.columns:
-            series = frame[name]
-            dtype = series.dtype
-            if isinstance(dtype, np.dtype) and dtype.kind == "f":
-                values = series.to_numpy()
-                if np.isnan(values).any() or (np.signbit(values) & (values == 0)).any():
-                    return None
-            elif not (isinstance(dtype, np.dtype) and dtype.kind in "biu") and not isinstance(dtype, pd.StringDtype):
-                return None
-            codes, distinct = pd.factorize(series, sort=True)
-            if len(codes) and codes.min() < 0:  # a missing value
-                return None
-            if isinstance(dtype, pd.StringDtype):
-                text = pa.array(np.asarray(distinct, dtype=object), pa.string())
-                if pc.any(pc.match_substring_regex(text, _CSV_QUOTED)).as_py():
-                    return None
-            elif dtype.kind == "f":
-                text = pa.array([_FLOAT_FORMAT % v for v in np.asarray(distinct)], pa.string())
-            else:
-                text = pa.array([str(v) for v in np.asarray(distinct)], pa.string())
-            out.append((text, np.asarray(codes, dtype=np.int64)))
-    except (pa.ArrowException, TypeError, ValueError):
-        return None
-    return out
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _fmt_cost(row: Any, metric: str) -> str:
-    if metric == "usd":
-        return f"${row['cost_usd']:.6f} ({row['cost_weighted']:.1f} weighted tokens)"
-    return f"{row['cost_weighted']:.1f} weighted tokens (${row['cost_usd']:.6f})"
 
 
 @dataclass
-class Policy:
-    version: str
-    settings: PolicySettings
-    table: pd.DataFrame
-    # Kinds of the labeled queries of each context in the fitted data (for explain()).
-    context_kinds: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    # Labeled queries per context in the fitted data (for explain()).
-    context_queries: dict[str, int] = field(default_factory=dict)
+class _Grid:
+    """The arrays the optimiser works on, with the names behind every index."""
 
-    def __post_init__(self) -> None:
-        chosen = self.table[self.table["chosen"]]
-        self._chosen: dict[tuple[str, str], dict[str, Any]] = {
-            (r["scope"], r["scope_value"]): r for r in chosen.to_dict("records")
-        }
-        self._fallback_row = self._pick_fallback()
+    contexts: list[str]
+    kinds: list[str]
+    sleep: list[str]
+    test: list[str]
+    kind_estimate: np.ndarray  # [J, S, T]
+    kind_lower: np.ndarray  # [J, S, T]
+    shift: np.ndarray  # [C, S, T] log-odds shift of the context's own answers
+    own_n: np.ndarray  # [C, S, T]
+    own_correct: np.ndarray  # [C, S, T]
+    tokens: np.ndarray  # [J, S, T] mean test tokens
+    usd: np.ndarray  # [J, S, T] mean test USD
+    sleep_tokens: np.ndarray  # [C, S]
+    sleep_usd: np.ndarray  # [C, S]
+    mean_sleep_tokens: np.ndarray  # [S]
+    mean_sleep_usd: np.ndarray  # [S]
+    counts: np.ndarray  # [C, J] labeled queries
+    corpus_mix: np.ndarray  # [J]
 
-    # -- choosing ---------------------------------------------------------------------------
-    def _pick_fallback(self) -> dict[str, Any] | None:
-        corpus = self.table[self.table["scope"] == "corpus"]
-        if corpus.empty:
-            return None
-        raw = corpus[corpus["sleep_budget"] == RAW]
-        pool = raw if len(raw) else corpus
-        order = {name: i for i, name in enumerate(self.settings.test_budget_order)}
-        ordered = pool[pool["test_budget"].isin(order)]
-        if len(ordered):
-            ranked = ordered.assign(_r=ordered["test_budget"].map(order)).sort_values(
-                ["_r", "sleep_budget"], ascending=[False, True], kind="mergesort"
-            )
+    def accuracy(self) -> np.ndarray:
+        return sigmoid(logit(self.kind_estimate)[None] + self.shift[:, None])
+
+
+def _grid(df: pd.DataFrame, est: Estimates, costs: SleepCosts, settings: PolicySettings) -> _Grid:
+    contexts = sorted(df["context_id"].unique().tolist())
+    kinds = sorted(df["kind"].unique().tolist())
+    test_size = df.groupby("test_budget")["completion_tokens"].mean().to_dict()
+    sleep_size = {b: costs.mean(b)[0] for b in df["sleep_budget"].unique()}
+    sleep = _order(df["sleep_budget"].unique().tolist(), settings.sleep_budget_order, sleep_size, first=RAW)
+    test = _order(df["test_budget"].unique().tolist(), settings.test_budget_order, test_size)
+    ci, ji = {c: i for i, c in enumerate(contexts)}, {k: i for i, k in enumerate(kinds)}
+    si, ti = {s: i for i, s in enumerate(sleep)}, {t: i for i, t in enumerate(test)}
+    C, J, S, T = len(contexts), len(kinds), len(sleep), len(test)
+
+    def fill(frame: pd.DataFrame, key: str | None, index: Mapping[str, int] | None, column: str, shape, default=np.nan):
+        out = np.full(shape, default, dtype=float)
+        s = frame["sleep_budget"].map(si).to_numpy()
+        t = frame["test_budget"].map(ti).to_numpy()
+        values = frame[column].to_numpy(dtype=float)
+        if key is None:
+            out[s, t] = values
         else:
-            ranked = pool.assign(_r=pool["mean_test_tokens"]).sort_values(
-                ["_r", "test_budget", "sleep_budget"], ascending=[False, True, True], kind="mergesort"
-            )
-        return ranked.drop(columns="_r").iloc[0].to_dict()
-
-    def _scopes_for(self, context_id: str, kind: str | None) -> list[tuple[str, str]]:
-        scopes = [("context", str(context_id))]
-        if kind is not None and not (pd.api.types.is_scalar(kind) and pd.isna(kind)):
-            scopes.append(("kind", str(kind)))
-        scopes.append(("corpus", CORPUS))
-        return scopes
-
-    def choose(self, context_id: str, kind: str | None) -> Choice:
-        target = self.settings.target_accuracy
-        for scope, value in self._scopes_for(context_id, kind):
-            row = self._chosen.get((scope, value))
-            if row is not None:
-                return Choice(
-                    sleep_budget=row["sleep_budget"], test_budget=row["test_budget"], scope=scope, scope_value=value,
-                    predicted_accuracy=float(row["accuracy"]), wilson_lower=float(row["wilson_lower"]),
-                    cost_weighted=float(row["cost_weighted"]), cost_usd=float(row["cost_usd"]), fallback=False,
-                    reason=(
-                        f"cheapest option in scope {scope}={value} whose Wilson lower bound "
-                        f"{float(row['wilson_lower']):.3f} reaches the target {target:g}"
-                    ),
-                )
-        row = self._fallback_row
-        if row is None:
-            raise ValueError("the policy was fitted on no labeled answers; it cannot choose")
-        return Choice(
-            sleep_budget=row["sleep_budget"], test_budget=row["test_budget"], scope="corpus", scope_value=CORPUS,
-            predicted_accuracy=float(row["accuracy"]), wilson_lower=float(row["wilson_lower"]),
-            cost_weighted=float(row["cost_weighted"]), cost_usd=float(row["cost_usd"]), fallback=True,
-            reason=f"{FALLBACK_REASON} {target:g}; raw context at the largest test budget",
-        )
-
-    # -- explaining ---------------------------------------------------------------------------
-    def _rejection(self, row: dict[str, Any]) -> str:
-        target = self.settings.target_accuracy
-        if row["accuracy"] >= target:
-            why = (
-                f"not enough data: accuracy {row['accuracy']:.3f} meets the target but n={row['n']} gives "
-                f"Wilson LB {row['wilson_lower']:.3f} < {target:g}"
-            )
-        else:
-            why = f"Wilson LB {row['wilson_lower']:.3f} below target {target:g} (accuracy {row['accuracy']:.3f}, n={row['n']})"
-        return f"{row['sleep_budget']} + {row['test_budget']} (cost {_fmt_cost(row, self.settings.cost_metric)}): {why}"
-
-    def _skipped_scope(self, scope: str, value: str, context_id: str) -> str:
-        target = self.settings.target_accuracy
-        rows = self.table[(self.table["scope"] == scope) & (self.table["scope_value"] == value)]
-        if scope == "context" and rows.empty:
-            have = self.context_queries.get(context_id, 0)
-            return (
-                f"scope context={value} not used: {have} labeled queries "
-                f"(< {self.settings.min_context_queries} needed)"
-            )
-        if rows.empty:
-            return f"scope {scope}={value} not used: no labeled answers"
-        best = rows.sort_values("wilson_lower", ascending=False, kind="mergesort").iloc[0]
-        return (
-            f"scope {scope}={value} not used: no option's Wilson LB reaches {target:g} "
-            f"(best {best['sleep_budget']} + {best['test_budget']}: LB {best['wilson_lower']:.3f}, n={best['n']})"
-        )
-
-    def _explain_kind(self, context_id: str, kind: str | None) -> list[str]:
-        choice = self.choose(context_id, kind)
-        label = f"kind {kind!r}" if kind is not None else "any kind"
-        lines = []
-        for scope, value in self._scopes_for(context_id, kind):
-            if scope == choice.scope and value == choice.scope_value and not choice.fallback:
-                break
-            lines.append("    " + self._skipped_scope(scope, value, context_id))
-        metric = self.settings.cost_metric
-        if choice.fallback:
-            head = (
-                f"  {label}: FALLBACK -> {choice.sleep_budget} + {choice.test_budget} (raw context at the largest "
-                f"test budget): {choice.reason}; measured accuracy {choice.predicted_accuracy:.3f}, "
-                f"Wilson LB {choice.wilson_lower:.3f}"
-            )
-            return [head, *lines]
-        rows = self.table[(self.table["scope"] == choice.scope) & (self.table["scope_value"] == choice.scope_value)]
-        ranked = rank_options(rows, self.settings).to_dict("records")
-        chosen_at = next(
-            i for i, r in enumerate(ranked) if (r["sleep_budget"], r["test_budget"]) == choice.option
-        )
-        row = ranked[chosen_at]
-        head = (
-            f"  {label}: scope {choice.scope}={choice.scope_value} -> {choice.sleep_budget} + {choice.test_budget}: "
-            f"accuracy {row['accuracy']:.3f}, Wilson LB {row['wilson_lower']:.3f} >= {self.settings.target_accuracy:g}, "
-            f"n={row['n']}, cost {_fmt_cost(row, metric)}"
-        )
-        cheaper = ranked[:chosen_at]
-        out = [head, *lines]
-        if cheaper:
-            out.append(f"    rejected cheaper options in scope {choice.scope}={choice.scope_value}:")
-            out += [f"      - {self._rejection(r)}" for r in cheaper]
-        else:
-            out.append("    no cheaper option was measured in this scope")
+            out[frame[key].map(index).to_numpy(), s, t] = values
         return out
 
-    def explain(self, context_id: str) -> str:
-        s = self.settings
-        cost = (
-            f"sleep tokens / {s.expected_queries_per_context:g} queries + {s.test_token_weight:g} x test tokens"
-            if s.cost_metric == "weighted_tokens"
-            else f"sleep USD / {s.expected_queries_per_context:g} queries + test USD"
-        )
-        lines = [
-            f"Policy {self.version}: target accuracy {s.target_accuracy:g} (Wilson lower bound, z={s.z:g}); "
-            f"cost = {cost}",
-            f"Context {context_id}:",
-        ]
-        kinds: tuple[str | None, ...] = self.context_kinds.get(str(context_id), ())
-        if not kinds:
-            lines.append("  no labeled queries for this context in the fitted data; kinds from the table:")
-            kinds = tuple(self.table.loc[self.table["scope"] == "kind", "scope_value"].drop_duplicates()) or (None,)
-        for kind in kinds:
-            lines += self._explain_kind(str(context_id), kind)
-        return "\n".join(lines)
+    corpus_est = fill(est.corpus, None, None, "estimate", (S, T))
+    corpus_lower = fill(est.corpus, None, None, "estimate_lower", (S, T))
+    kind_est = fill(est.kind, "kind", ji, "estimate", (J, S, T))
+    kind_lower = fill(est.kind, "kind", ji, "estimate_lower", (J, S, T))
+    kind_est = np.where(np.isnan(kind_est), corpus_est[None], kind_est)  # a kind never measured at an option
+    kind_lower = np.where(np.isnan(kind_lower), corpus_lower[None], kind_lower)
+    shift = fill(est.context, "context_id", ci, "log_odds_shift", (C, S, T), default=0.0)
+    own_n = fill(est.context, "context_id", ci, "n", (C, S, T), default=0.0)
+    own_correct = fill(est.context, "context_id", ci, "correct", (C, S, T), default=0.0)
 
-    # -- storage -----------------------------------------------------------------------------
-    def records(self) -> list[dict[str, Any]]:
-        settings_json = self.settings.to_json()
-        return [
-            {**{k: _plain(v) for k, v in row.items()}, "version": self.version, "settings_json": settings_json}
-            for row in self.table.to_dict("records")
-        ]
+    means = df.groupby(["kind", "sleep_budget", "test_budget"], as_index=False)[["completion_tokens", "cost_usd"]].mean()
+    corpus_means = df.groupby(["sleep_budget", "test_budget"], as_index=False)[["completion_tokens", "cost_usd"]].mean()
+    tokens = fill(means, "kind", ji, "completion_tokens", (J, S, T))
+    usd = fill(means, "kind", ji, "cost_usd", (J, S, T))
+    tokens = np.where(np.isnan(tokens), fill(corpus_means, None, None, "completion_tokens", (S, T))[None], tokens)
+    usd = np.where(np.isnan(usd), fill(corpus_means, None, None, "cost_usd", (S, T))[None], usd)
+
+    sleep_tokens = np.zeros((C, S))
+    sleep_usd = np.zeros((C, S))
+    for s_name, s in si.items():
+        for c_name, c in ci.items():
+            sleep_tokens[c, s], sleep_usd[c, s] = costs.for_context(c_name, s_name)
+    mean_sleep = [costs.mean(s_name) for s_name in sleep]
+
+    counts_frame = df.groupby(["context_id", "kind"])["query_id"].nunique()
+    counts = np.zeros((C, J))
+    counts[counts_frame.index.get_level_values(0).map(ci), counts_frame.index.get_level_values(1).map(ji)] = counts_frame.to_numpy()
+    corpus_mix = counts.sum(axis=0) / counts.sum()
+    return _Grid(
+        contexts=contexts, kinds=kinds, sleep=sleep, test=test, kind_estimate=kind_est, kind_lower=kind_lower,
+        shift=shift, own_n=own_n, own_correct=own_correct, tokens=tokens, usd=usd, sleep_tokens=sleep_tokens,
+        sleep_usd=sleep_usd, mean_sleep_tokens=np.array([m[0] for m in mean_sleep]),
+        mean_sleep_usd=np.array([m[1] for m in mean_sleep]), counts=counts, corpus_mix=corpus_mix,
+    )
 
 
-def fit_policy(answers: pd.DataFrame, sleep: pd.DataFrame, settings: PolicySettings = PolicySettings()) -> Policy:
-    """Fit the policy table on labeled ``answers`` and the per-context ``sleep`` costs."""
-    df = _prepare_answers(answers)
+def _effective_n(counts: np.ndarray, weights: np.ndarray) -> float:
+    """Kish's effective sample size of the labeled queries weighted to the expected mix: each of
+    the n queries of a (context, kind) carries weight[c, j] / n."""
+    mask = counts > 0
+    per_query = np.divide(weights, counts, out=np.zeros_like(weights), where=mask)
+    total = (per_query * counts).sum()
+    squares = (per_query**2 * counts).sum()
+    return float(total**2 / squares) if squares > 0 else 0.0
+
+
+def _mix_choice(acc: np.ndarray, cost: np.ndarray, mix: np.ndarray, sleep_index: int, lam: float) -> tuple[int, int]:
+    """For a query of unknown kind: the (sleep, test) index among the raw context and the
+    context's own c' that is best for the kind mix at price ``lam``."""
+    avg_acc = np.tensordot(mix, np.nan_to_num(acc, nan=0.0), axes=1)  # [S, T]
+    avg_cost = np.tensordot(mix, cost, axes=1)
+    best = None
+    for s in sorted({0, sleep_index}):
+        value = avg_cost[s] - lam * avg_acc[s]
+        t = int(np.argmin(value))
+        if best is None or value[t] < best[0]:
+            best = (value[t], s, t)
+    return best[1], best[2]
+
+
+def _version(settings: PolicySettings, answers: pd.DataFrame, sleep: pd.DataFrame, traffic: Mapping[str, int] | None) -> str:
+    digest = hashlib.sha256()
+    digest.update(b"policy-v2\n")
+    digest.update(settings.to_json().encode())
+    digest.update(b"\nanswers\n")
+    _csv_digest(digest, answers[list(ANSWER_COLUMNS)], list(ANSWER_COLUMNS))
+    digest.update(b"\nsleep\n")
+    _csv_digest(digest, sleep, ["context_id", "sleep_budget"])
+    digest.update(b"\ntraffic\n")
+    digest.update(json.dumps(sorted((traffic or {}).items())).encode())
+    return "p_" + digest.hexdigest()[:16]
+
+
+def fit_policy(
+    answers: pd.DataFrame,
+    sleep: pd.DataFrame,
+    settings: PolicySettings = PolicySettings(),
+    traffic: Mapping[str, int] | None = None,
+) -> Any:
+    """Fit the policy on labeled ``answers``, per-context ``sleep`` costs and, when there is any,
+    ``traffic`` (queries per context in the last ``traffic_window_days`` of the query log)."""
+    from sleeptime.policy._policy import Policy
+
+    df = prepare_answers(answers)
     if df.empty:
         raise ValueError("no labeled answers to fit a policy on")
     costs = SleepCosts(sleep)
-    table = _build_table(df, costs, settings)
-    # The sorted distinct kinds per context (a Python lambda per group took 9 s on 12.5k contexts).
-    pairs = df[["context_id", "kind"]].drop_duplicates().sort_values(["context_id", "kind"], kind="mergesort")
-    kinds: dict[str, list[str]] = {}
-    for context_id, kind in zip(pairs["context_id"].tolist(), pairs["kind"].tolist()):
-        kinds.setdefault(str(context_id), []).append(kind)
-    queries = df.groupby("context_id")["query_id"].nunique()
-    return Policy(
-        version=_version(settings, df, costs.frame),
-        settings=settings,
-        table=table,
-        context_kinds={k: tuple(v) for k, v in kinds.items()},
-        context_queries={str(k): int(v) for k, v in queries.items()},
+    for budget in df["sleep_budget"].unique():
+        costs.mean(budget)  # a clear error when a sleep budget has no cost row
+    est = estimate(df, settings.z)
+    g = _grid(df, est, costs, settings)
+    usd = settings.cost_metric == "usd"
+    weight = settings.test_token_weight
+    acc = g.accuracy()
+    queries = expected_queries(
+        g.contexts, traffic, settings.expected_queries_per_context, settings.traffic_prior_windows,
+        settings.traffic_window_days, settings.refresh_interval_days,
     )
+    mix = (g.counts + g.corpus_mix[None]) / (g.counts.sum(axis=1, keepdims=True) + 1.0)
+    problem = Problem(
+        accuracy=acc,
+        test_cost=g.usd if usd else weight * g.tokens,
+        sleep_cost=g.sleep_usd if usd else g.sleep_tokens,
+        queries=queries,
+        mix=mix,
+    )
+    n_eff = _effective_n(g.counts, problem.weights)
+    required = required_accuracy(settings.target_accuracy, n_eff, settings.z)
+    floors = {g.kinds.index(k): f for k, f in settings.kind_floors if k in g.kinds}
+    with np.errstate(invalid="ignore", over="ignore"):
+        plan, met = optimise(problem, required, floors)
+    return Policy.build(_FitResult(settings, df, costs, est, g, problem, plan, met, required, n_eff, traffic,
+                                   _version(settings, df, costs.frame, traffic)))
+
+
+@dataclass
+class _FitResult:
+    settings: PolicySettings
+    df: pd.DataFrame
+    costs: SleepCosts
+    est: Estimates
+    grid: _Grid
+    problem: Problem
+    plan: Plan
+    met: bool
+    required: float
+    n_effective: float
+    traffic: Mapping[str, int] | None
+    version: str
+
+    def default_plan(self, queries: float) -> Plan:
+        """The plan of an average context the fit never saw, expecting ``queries`` queries."""
+        g = self.grid
+        usd = self.settings.cost_metric == "usd"
+        problem = Problem(
+            accuracy=g.kind_estimate[None],
+            test_cost=self.problem.test_cost,
+            sleep_cost=(g.mean_sleep_usd if usd else g.mean_sleep_tokens)[None],
+            queries=np.array([max(queries, 1e-9)]),
+            mix=g.corpus_mix[None],
+        )
+        with np.errstate(invalid="ignore", over="ignore"):
+            return solve(problem, self.plan.lam, self.plan.mu)
+
+    def prior_queries(self) -> float:
+        s = self.settings
+        return prior_queries(self.traffic, len(self.grid.contexts), s.expected_queries_per_context,
+                             s.traffic_prior_windows, s.traffic_window_days, s.refresh_interval_days)
+
+    def latency_ms(self) -> dict[tuple[str, str], float]:
+        if "latency_s" not in self.df:
+            return {}
+        means = self.df.groupby(["sleep_budget", "test_budget"])["latency_s"].mean() * 1000.0
+        return {k: float(v) for k, v in means.items() if v == v}
+
+
+__all__ = ["PolicySettings", "SleepCosts", "fit_policy", "prepare_answers", "required_accuracy", "beta_lower"]

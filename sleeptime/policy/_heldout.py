@@ -1,5 +1,8 @@
-"""Held-out check: fit the policy on half of the queries, score it on the other half, and
-compare it with every fixed (sleep budget, test budget) pair scored the same way."""
+"""Held-out check: fit the policy on part of the queries, score it on the rest, and compare it
+with every fixed (sleep budget, test budget) pair scored the same way.
+
+Costs follow the published formula with each answer's own context's sleep cost amortized over
+the configured expected queries per context (the held-out queries are uniform over contexts)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from sleeptime.policy._fit import PolicySettings, SleepCosts, _prepare_answers, fit_policy, rank_options
+from sleeptime.policy._fit import PolicySettings, SleepCosts, fit_policy, prepare_answers
 
 
 def split_queries(
@@ -66,6 +69,14 @@ def _score(rows: pd.DataFrame, costs: SleepCosts, settings: PolicySettings) -> p
     )
 
 
+def rank_fixed(fixed: pd.DataFrame, settings: PolicySettings) -> pd.DataFrame:
+    """Fixed pairs cheapest first by the policy's cost metric, then the other, then by name."""
+    primary, secondary = (
+        ("cost_weighted", "cost_usd") if settings.cost_metric == "weighted_tokens" else ("cost_usd", "cost_weighted")
+    )
+    return fixed.sort_values([primary, secondary, "sleep_budget", "test_budget"], kind="mergesort").reset_index(drop=True)
+
+
 def held_out_check(
     answers: pd.DataFrame,
     sleep: pd.DataFrame,
@@ -73,7 +84,7 @@ def held_out_check(
     holdout_fraction: float = 0.5,
     seed: str = "heldout-v1",
 ) -> HeldOutReport:
-    df = _prepare_answers(answers)
+    df = prepare_answers(answers)
     fit_ids, test_ids = split_queries(df["query_id"].unique(), holdout_fraction, seed)
     if not fit_ids or not test_ids:
         raise ValueError(
@@ -114,7 +125,7 @@ def held_out_check(
             cost_usd=("cost_usd", "mean"),
         )
     )
-    fixed = rank_options(fixed, settings).reset_index(drop=True)
+    fixed = rank_fixed(fixed, settings)
     policy_accuracy = float(answered["correct"].mean()) if n else float("nan")
     good = fixed[fixed["accuracy"] >= policy_accuracy - 1e-12]
     if len(good):

@@ -1,4 +1,11 @@
-"""Fitting the policy at publish time and storing it as versioned rows."""
+"""The policy in the warehouse: fitted once at publish time, then loaded from its rows.
+
+``derive_policy`` is the only place a policy is fitted from warehouse data (the publish, on the
+candidate). Everything that uses the published policy (the query service, ``policy explain``,
+``sleeptime plan``, the refresh's sleep allocation) calls ``load_published_policy``, which reads
+the ``policies`` rows of the newest version and nothing else: no answers, no refit, so what is
+served is exactly what the gate approved, whatever the reader's own configuration says.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +14,15 @@ from typing import Any
 import duckdb
 
 from sleeptime.config import PolicyConfig
-from sleeptime.policy._fit import Policy, PolicySettings, fit_policy
+from sleeptime.policy._fit import PolicySettings, fit_policy
+from sleeptime.policy._policy import Policy
 
-# What the fit reads: the graded regular answers of sleeptime.analysis.frames (sample_index 0, gold
-# known, current data, kind from the query) in the columns the fit uses, and the sleep cost per
-# (context, budget). Not load_frames, which also loads every current variant's text, the queries
-# and the pass@k samples, and whose pandas conversion of 3.6M answers took about 15 s of a 55 s fit
-# at 10M answers (bench/warehouse_scale.py); Arrow then to_pandas gives the same frame faster.
+# What the fit reads: the graded regular answers (sample_index 0, gold known, current data, kind
+# from the query) in the columns the fit uses, and the sleep cost per (context, budget). Arrow
+# then to_pandas: the pandas conversion of 3.6M answers via fetchdf took about 15 s.
 _FIT_ANSWERS = """
 SELECT a.query_id, a.context_id, coalesce(q.kind, 'unknown') AS kind, a.sleep_budget, a.test_budget,
-       a.correct, a.completion_tokens, a.cost_usd
+       a.correct, a.completion_tokens, a.cost_usd, a.latency_s
 FROM answers_current a
 JOIN queries_current q ON q.query_id = a.query_id AND q.context_hash = a.context_hash
 WHERE a.correct IS NOT NULL AND a.sample_index = 0
@@ -25,14 +31,37 @@ _FIT_SLEEP = """
 SELECT context_id, sleep_budget, CAST(sum(completion_tokens) AS DOUBLE) AS sleep_tokens, sum(cost_usd) AS sleep_cost_usd
 FROM variants_current GROUP BY ALL
 """
+# Queries per context over the last window of the log, counted back from its newest entry (not from
+# now): the same log gives the same counts, hence the same policy version, on any day.
+_TRAFFIC = """
+SELECT context_id, count(*) AS n FROM query_log
+WHERE context_id IS NOT NULL
+  AND received_at > (SELECT max(received_at) FROM query_log) - to_microseconds(CAST(? * 86400e6 AS BIGINT))
+GROUP BY ALL
+"""
+_LATEST = """
+SELECT policy_version FROM policies WHERE scope = 'policy' ORDER BY run_id DESC, policy_version LIMIT 1
+"""
 
 
-def settings_from(config: PolicyConfig, test_budget_order: tuple[str, ...] = ()) -> PolicySettings:
-    fields = config.model_dump(exclude={"holdout_fraction"})
-    return PolicySettings(**fields, test_budget_order=test_budget_order)
+def settings_from(config: PolicyConfig, test_budget_order: tuple[str, ...] = (),
+                  sleep_budget_order: tuple[str, ...] = ()) -> PolicySettings:
+    fields = config.model_dump(exclude={"holdout_fraction", "sleep_allocation"})
+    fields["kind_floors"] = tuple(sorted(fields["kind_floors"].items()))
+    return PolicySettings(**fields, test_budget_order=test_budget_order, sleep_budget_order=sleep_budget_order)
 
 
-def fit_from_snapshot(con: duckdb.DuckDBPyConnection, config: PolicyConfig, test_budget_order: tuple[str, ...] = ()) -> Policy | None:
+def traffic_counts(con: duckdb.DuckDBPyConnection, window_days: float) -> dict[str, int]:
+    """Queries per context in the last ``window_days`` of the query log (empty: no traffic)."""
+    cur = con.cursor()
+    try:
+        return {str(c): int(n) for c, n in cur.execute(_TRAFFIC, [float(window_days)]).fetchall()}
+    finally:
+        cur.close()
+
+
+def fit_from_snapshot(con: duckdb.DuckDBPyConnection, config: PolicyConfig, test_budget_order: tuple[str, ...] = (),
+                      sleep_budget_order: tuple[str, ...] = ()) -> Policy | None:
     """The policy for the data in ``con``; None when nothing is labeled yet."""
     cur = con.cursor()  # its own result set: the caller may have one open on ``con``
     try:
@@ -42,29 +71,33 @@ def fit_from_snapshot(con: duckdb.DuckDBPyConnection, config: PolicyConfig, test
         sleep = cur.sql(_FIT_SLEEP).to_arrow_table().to_pandas()
     finally:
         cur.close()
-    return fit_policy(answers, sleep, settings_from(config, test_budget_order))
+    traffic = traffic_counts(con, config.traffic_window_days)
+    return fit_policy(answers, sleep, settings_from(config, test_budget_order, sleep_budget_order), traffic)
 
 
 def policy_rows(policy: Policy, run_id: str) -> list[dict[str, Any]]:
-    rows = []
-    for record in policy.records():
-        version = record.pop("version")
-        rows.append({**record, "policy_version": version, "run_id": run_id})
-    return rows
+    return [{**record, "run_id": run_id} for record in policy.records()]
 
 
 def derive_policy(con: duckdb.DuckDBPyConnection, config: PolicyConfig, run_id: str,
-                  test_budget_order: tuple[str, ...] = ()) -> dict[str, list[dict[str, Any]]]:
+                  test_budget_order: tuple[str, ...] = (), sleep_budget_order: tuple[str, ...] = ()) -> dict[str, list[dict[str, Any]]]:
     """Rows to add to a candidate warehouse (open on ``con``): a new policy version, or nothing
     if it is unchanged."""
-    policy = fit_from_snapshot(con, config, test_budget_order)
+    policy = fit_from_snapshot(con, config, test_budget_order, sleep_budget_order)
     if policy is None:
         return {}
     known = con.execute("SELECT count(*) FROM policies WHERE policy_version = ?", [policy.version]).fetchone()[0]
     return {} if known else {"policies": policy_rows(policy, run_id)}
 
 
-def load_current_policy(con: duckdb.DuckDBPyConnection, config: PolicyConfig, test_budget_order: tuple[str, ...] = ()) -> Policy | None:
-    """The published policy, refitted from the published data (the fit is deterministic, so it is
-    the same version the table holds; refitting gives the in-memory object with its methods)."""
-    return fit_from_snapshot(con, config, test_budget_order)
+def load_published_policy(con: duckdb.DuckDBPyConnection) -> Policy | None:
+    """The newest published policy, from its stored rows only; None when none is published."""
+    cur = con.cursor()
+    try:
+        row = cur.execute(_LATEST).fetchone()
+        if row is None:
+            return None
+        rows = cur.execute("SELECT * FROM policies WHERE policy_version = ?", [row[0]]).to_arrow_table().to_pandas()
+    finally:
+        cur.close()
+    return Policy.from_rows(rows)

@@ -108,7 +108,8 @@ class AnswerRequest(BaseModel):
     question: Question = Field(description="The question, at most max_question_chars characters (default 4000; 413 beyond).")
     target_accuracy: float | None = Field(
         default=None, gt=0, le=1,
-        description="Overrides the policy's target: an option is adequate when its Wilson lower bound reaches it.",
+        description="Overrides the published policy's target for this query: the cheapest option whose estimated "
+        "accuracy's lower bound (for an average context of the query's kind) reaches it.",
     )
     max_cost: float | None = Field(
         default=None, gt=0,
@@ -155,8 +156,11 @@ class AnswerResponse(BaseModel):
     answer: str | None = Field(description="The extracted final answer (a number), null when none was found.")
     reply: str = Field(description="The model's full reply.")
     choice: ChoiceOut
-    predicted_accuracy: float | None = Field(description="Measured accuracy of the chosen option in its scope.")
-    wilson_lower: float | None
+    predicted_accuracy: float | None = Field(
+        description="The policy's estimate of the chosen option's accuracy for this context and kind (shrunk from "
+        "the corpus to the kind to the context)."
+    )
+    predicted_accuracy_lower: float | None = Field(description="A lower confidence bound of that estimate.")
     target_accuracy: float
     predicted_cost_weighted: float | None
     usage: UsageOut
@@ -335,9 +339,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         title="sleeptime query service",
         version=API_VERSION,
         description=(
-            "Answers questions about persistent contexts with the cheapest (variant, test budget) whose "
-            "measured accuracy (Wilson lower bound) reaches a target, chosen by the fitted selection policy "
-            "of the published warehouse. Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>`."
+            "Answers questions about persistent contexts with the (variant, test budget) the published selection "
+            "policy plans for the context and query kind: the cheapest plan whose expected accuracy over the "
+            "query mix reaches the policy's target. Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>`."
         ),
         lifespan=lifespan,
     )
@@ -480,7 +484,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             "test_budget": step.option.test_budget if used else None,
             "test_model": config.test_model, "scope": selection.scope, "scope_value": selection.scope_value,
             "fallback": fallback, "target_accuracy": selection.target_accuracy,
-            "predicted_accuracy": step.option.accuracy if used else None,
+            "predicted_accuracy": step.option.estimate if used else None,
             "predicted_cost_weighted": step.option.cost_weighted if used else None,
             "prompt_tokens": result.usage.prompt_tokens if result else 0,
             "completion_tokens": result.usage.completion_tokens if result else 0,
@@ -512,8 +516,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 f"{selection.reason}; that option failed, answered by step {len(attempts)} of the failure chain "
                 "(next-cheapest adequate option, then the raw context at the largest test budget)"
             )),
-            predicted_accuracy=used.option.accuracy,
-            wilson_lower=used.option.wilson_lower,
+            predicted_accuracy=used.option.estimate,
+            predicted_accuracy_lower=used.option.estimate_lower,
             target_accuracy=selection.target_accuracy,
             predicted_cost_weighted=used.option.cost_weighted,
             usage=UsageOut(prompt_tokens=result.usage.prompt_tokens, completion_tokens=result.usage.completion_tokens,

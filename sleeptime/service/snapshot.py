@@ -2,10 +2,10 @@
 
 ``load_serving_snapshot`` reads one snapshot file through one read-only DuckDB connection and
 returns a ``ServingSnapshot``: the current contexts (with their tenant), the sample-0 variant of
-every (context, sleep budget), the fitted policy (refitted deterministically by
-``load_current_policy``, so it is the version the ``policies`` table holds) with its options
-ranked cheapest first per scope, and the measured mean latency per (sleep budget, test budget).
-Nothing in it is mutated after loading, so a request can hold a reference for its whole life.
+every (context, sleep budget), and the published policy loaded from its stored rows
+(``load_published_policy``: no answers read, no refit, so the service's own configuration of the
+policy changes nothing until a new policy is published). Nothing in it is mutated after loading,
+so a request can hold a reference for its whole life.
 
 ``SnapshotHolder`` owns the current ``ServingSnapshot``. A background task polls where the
 published symlink points (one ``readlink``-like call per ``reload_interval_s``); when it points at
@@ -22,41 +22,21 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import duckdb
 
 from sleeptime.config import RunConfig
 from sleeptime.domain import Context, TestBudget, Usage, Variant
 from sleeptime.policy import Policy
-from sleeptime.policy._fit import CORPUS, RAW, rank_options
-from sleeptime.policy.store import load_current_policy
+from sleeptime.policy.store import load_published_policy
 from sleeptime.storage.warehouse import Warehouse, connect_read_only
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TENANT = "default"
-
-
-@dataclass(frozen=True, slots=True)
-class Option:
-    """One measured (sleep budget, test budget) in one scope of the policy table."""
-
-    sleep_budget: str
-    test_budget: str
-    n: int
-    accuracy: float | None
-    wilson_lower: float | None
-    cost_weighted: float | None
-    cost_usd: float | None
-    latency_ms: float | None  # measured mean model latency of this pair, all scopes pooled
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.sleep_budget, self.test_budget)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,20 +60,9 @@ class ServingSnapshot:
     contexts: dict[str, ContextEntry]
     by_tenant: dict[str, tuple[str, ...]]
     policy: Policy | None
-    ranked: dict[tuple[str, str], tuple[Option, ...]]  # (scope, scope value) -> options, cheapest first
-    raw_options: tuple[Option, ...]  # raw context at each configured test budget, smallest .. largest
-    test_budgets: dict[str, TestBudget]
-    target_accuracy: float
-    latency_ms: dict[tuple[str, str], float] = field(default_factory=dict)
-    # ranked, restricted to the options adequate at target_accuracy (the common request's pool)
-    adequate: dict[tuple[str, str], tuple[Option, ...]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not self.adequate:
-            self.adequate = {
-                key: kept for key, options in self.ranked.items()
-                if (kept := tuple(o for o in options if o.wilson_lower is not None and o.wilson_lower >= self.target_accuracy))
-            }
+    test_budgets: dict[str, TestBudget]  # configured, cheapest .. largest
+    target_accuracy: float  # the published policy's (the configured one until a policy is published)
+    policy_seconds: float = 0.0  # of load_seconds, reading the policy rows and building the policy
 
     @property
     def name(self) -> str:
@@ -114,13 +83,6 @@ class ServingSnapshot:
         if tenant is None:
             return tuple(sorted(self.contexts))
         return self.by_tenant.get(tenant, ())
-
-
-def _float(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return None if value != value else value  # NaN -> None
 
 
 def tenant_of(metadata_json: str | None) -> str:
@@ -162,42 +124,6 @@ def _contexts(con: duckdb.DuckDBPyConnection, sleep_model: str) -> dict[str, Con
     return out
 
 
-def _latencies(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], float]:
-    rows = con.execute(
-        "SELECT sleep_budget, test_budget, avg(latency_s) * 1000 FROM answers_current WHERE sample_index = 0 GROUP BY ALL"
-    ).fetchall()
-    return {(s, t): float(ms) for s, t, ms in rows if ms is not None}
-
-
-def _rank(policy: Policy | None, latency: dict[tuple[str, str], float]) -> dict[tuple[str, str], tuple[Option, ...]]:
-    if policy is None or policy.table.empty:
-        return {}
-    # rank_options sorts by cost keys only, stably, so grouping afterwards keeps each scope's order.
-    ranked = rank_options(policy.table, policy.settings)
-    out: dict[tuple[str, str], list[Option]] = {}
-    for r in ranked.to_dict("records"):
-        out.setdefault((r["scope"], str(r["scope_value"])), []).append(
-            Option(
-                sleep_budget=str(r["sleep_budget"]), test_budget=str(r["test_budget"]), n=int(r["n"]),
-                accuracy=_float(r["accuracy"]), wilson_lower=_float(r["wilson_lower"]),
-                cost_weighted=_float(r["cost_weighted"]), cost_usd=_float(r["cost_usd"]),
-                latency_ms=latency.get((str(r["sleep_budget"]), str(r["test_budget"]))),
-            )
-        )
-    return {k: tuple(v) for k, v in out.items()}
-
-
-def _raw_options(config: RunConfig, ranked: dict[tuple[str, str], tuple[Option, ...]], latency: dict[tuple[str, str], float]) -> tuple[Option, ...]:
-    measured = {o.test_budget: o for o in ranked.get(("corpus", CORPUS), ()) if o.sleep_budget == RAW}
-    out = []
-    for budget in config.test_budgets:  # configured order: cheapest .. largest
-        out.append(measured.get(budget.name) or Option(
-            sleep_budget=RAW, test_budget=budget.name, n=0, accuracy=None, wilson_lower=None,
-            cost_weighted=None, cost_usd=None, latency_ms=latency.get((RAW, budget.name)),
-        ))
-    return tuple(out)
-
-
 def load_serving_snapshot(path: Path | str, config: RunConfig) -> ServingSnapshot:
     """Everything selection needs from one snapshot file, through one read-only connection."""
     started = time.perf_counter()
@@ -209,11 +135,11 @@ def load_serving_snapshot(path: Path | str, config: RunConfig) -> ServingSnapsho
         row = con.execute("SELECT max(lake_snapshot) FROM build_info").fetchone()
         lake_snapshot = int(row[0]) if row and row[0] is not None else None
         contexts = _contexts(con, config.sleep_model)
-        latency = _latencies(con)
-        policy = load_current_policy(con, config.policy, tuple(b.name for b in config.test_budgets))
+        policy_started = time.perf_counter()
+        policy = load_published_policy(con)
+        policy_seconds = time.perf_counter() - policy_started
     finally:
         con.close()
-    ranked = _rank(policy, latency)
     by_tenant: dict[str, list[str]] = {}
     for context_id, entry in contexts.items():
         by_tenant.setdefault(entry.tenant, []).append(context_id)
@@ -226,11 +152,9 @@ def load_serving_snapshot(path: Path | str, config: RunConfig) -> ServingSnapsho
         contexts=contexts,
         by_tenant={t: tuple(sorted(ids)) for t, ids in by_tenant.items()},
         policy=policy,
-        ranked=ranked,
-        raw_options=_raw_options(config, ranked, latency),
         test_budgets={b.name: b for b in config.test_budgets},
-        target_accuracy=config.policy.target_accuracy,
-        latency_ms=latency,
+        target_accuracy=policy.settings.target_accuracy if policy else config.policy.target_accuracy,
+        policy_seconds=policy_seconds,
     )
 
 

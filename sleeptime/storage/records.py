@@ -93,12 +93,13 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("run_id", pa.string()),
         ]
     ),
-    # The fitted selection policy, one row per (scope, option); versioned by a hash of its inputs.
+    # The published selection policy (sleeptime/policy/_policy.py): the rows ARE the policy the
+    # service and `policy explain` load; versioned by a hash of its inputs.
     "policies": pa.schema(
         [
             ("policy_version", pa.string()),
             ("settings_json", pa.string()),
-            ("scope", pa.string()),  # context | kind | corpus
+            ("scope", pa.string()),  # policy | corpus | kind | context | allocation | allocation_default
             ("scope_value", pa.string()),
             ("sleep_budget", pa.string()),
             ("test_budget", pa.string()),
@@ -115,6 +116,12 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("adequate", pa.bool_()),
             ("chosen", pa.bool_()),
             ("run_id", pa.string()),
+            ("kind", pa.string()),  # the query kind of a kind or context row ("*": kind unknown); "" otherwise
+            ("estimate", pa.float64()),  # shrunk accuracy estimate
+            ("estimate_lower", pa.float64()),
+            ("expected_queries", pa.float64()),  # per context per refresh, from traffic
+            ("mean_latency_ms", pa.float64()),
+            ("detail_json", pa.string()),  # the policy row's fit summary
         ]
     ),
     # The query service's log (sleeptime/service/querylog.py): one row per query it handled; no
@@ -190,7 +197,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "answers": ("answer_id",),
     "quarantine": ("source", "location", "reason"),
     "failures": ("stage", "key", "run_id"),
-    "policies": ("policy_version", "scope", "scope_value", "sleep_budget", "test_budget"),
+    "policies": ("policy_version", "scope", "scope_value", "kind", "sleep_budget", "test_budget"),
     "query_log": ("request_id",),
 }
 

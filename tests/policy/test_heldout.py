@@ -36,7 +36,8 @@ def synthetic(n_contexts=40, queries=10):
 
 def test_policy_picks_the_always_right_option_on_held_out_queries():
     answers, sleep = synthetic()
-    report = held_out_check(answers, sleep)
+    # At 0.99 over the mix not one context can afford the 50 % option (it would cost 1.25 points).
+    report = held_out_check(answers, sleep, PolicySettings(target_accuracy=0.99, z=0.0))
     assert isinstance(report, HeldOutReport)
     assert 0 < report.n_test_queries < 400
     assert report.fallback_rate == 0.0
@@ -64,6 +65,17 @@ def test_policy_picks_the_always_right_option_on_held_out_queries():
     assert set(report.test_time_only["sleep_budget"]) == {"none"}
     assert len(report.test_time_only) == 2
     assert "small + t1" in report.summary()
+
+
+def test_at_a_lower_target_the_policy_mixes_options_and_beats_every_fixed_pair():
+    """At 0.9 over the mix, a few contexts can take the cheap 50 % option: cheaper than A, still on
+    target on the held-out half."""
+    answers, sleep = synthetic()
+    report = held_out_check(answers, sleep, PolicySettings(target_accuracy=0.9))
+    assert set(dict(report.choices)) == {("small", "t1"), ("none", "t0")}
+    assert report.policy_accuracy >= 0.9
+    reaching = report.fixed[report.fixed["accuracy"] >= 0.9]
+    assert report.policy_cost_weighted < reaching["cost_weighted"].min()
 
 
 def test_fallback_and_best_fixed_when_nothing_is_adequate():

@@ -17,6 +17,7 @@ from sleeptime.dataset import write_demo_corpus
 from sleeptime.domain import Context, SleepBudget, TestBudget
 from sleeptime.job import JobResult, run_local
 from sleeptime.pipeline import RunSummary
+from sleeptime.policy.store import derive_policy
 from sleeptime.service.keys import KeyStore
 from sleeptime.storage import Lake, answer_record, context_record, query_record, variant_record
 from sleeptime.storage.warehouse import Warehouse
@@ -64,7 +65,22 @@ def write_rows(lake: Lake, served: Served, context_ids: set[str], run_id: str) -
     lake.write("runs", [summary.record()], run_id=run_id)
 
 
-def publish(warehouse: Warehouse, lake: Lake) -> Path:
+POLICY = PolicyConfig(target_accuracy=0.75)
+SLEEP_ORDER = ("none", "small", "large")
+TEST_ORDER = ("t0-direct", "t2-steps")
+
+
+def publish(warehouse: Warehouse, lake: Lake, policy: PolicyConfig = POLICY) -> Path:
+    """What a run's publish does for the service: the lake's rows into the warehouse, then the
+    policy fitted on them stored beside them (the service loads it, never fits one)."""
+    scratch = Warehouse(warehouse.path.parent / ".policy-scratch" / "w.duckdb")  # one publish: one new file
+    scratch.rebuild(lake)
+    with scratch.read() as con:
+        run_id = con.execute("SELECT max(run_id) FROM runs").fetchone()[0]
+        derived = derive_policy(con, policy, run_id, TEST_ORDER, SLEEP_ORDER)
+    shutil.rmtree(scratch.path.parent)
+    if derived:
+        lake.write("policies", derived["policies"], run_id=run_id)
     return warehouse.sync(lake)
 
 
@@ -81,7 +97,7 @@ def served(tmp_path_factory) -> Served:
         pass_at_k=1,
         # Several options are adequate per scope (the failure chain has a next-cheapest one), the
         # kinds choose differently, and one context's 10 queries (Wilson LB 0.72) are not enough.
-        policy=PolicyConfig(target_accuracy=0.75),
+        policy=POLICY,
     )
     result = run_local(config)
     assert not result.failures

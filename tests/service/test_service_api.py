@@ -62,9 +62,11 @@ def test_answers_follow_the_policy_and_reproduce_the_evaluation(served, client):
 def test_request_target_and_caps(served, client):
     context_id = served.ids("acme")[0]
     ask = {"context_id": context_id, "question": "How many coins do Hugo and Sara have together?"}
-    strict = client.post("/v1/answer", json={**ask, "target_accuracy": 0.99}, headers=served.headers("acme")).json()
-    assert strict["choice"]["fallback"] and strict["target_accuracy"] == 0.99
-    assert (strict["choice"]["sleep_budget"], strict["choice"]["test_budget"]) == ("none", "t2-steps")
+    # No estimate's lower bound reaches 1: the most accurate option that can run, flagged.
+    strict = client.post("/v1/answer", json={**ask, "target_accuracy": 1.0}, headers=served.headers("acme")).json()
+    assert strict["choice"]["fallback"] and strict["target_accuracy"] == 1.0
+    pool = client.app.state.holder.current.policy.pool["sum"]
+    assert strict["predicted_accuracy"] == pytest.approx(max(c.estimate for c in pool))
     cheap = client.post("/v1/answer", json={**ask, "max_cost": 100}, headers=served.headers("acme")).json()
     assert cheap["predicted_cost_weighted"] <= 100
     r = client.post("/v1/answer", json={**ask, "max_cost": 0.5}, headers=served.headers("acme"))
@@ -87,7 +89,7 @@ def test_tenants_see_and_query_only_their_contexts(served, client):
     assert foreign.json()["detail"]["reason"].replace(theirs, "X") == unknown.json()["detail"]["reason"].replace("world-99999", "X")
     assert client.get(f"/v1/contexts/{theirs}/variants", headers=served.headers("acme")).status_code == 404
     mine = client.get(f"/v1/contexts/{theirs}/variants", headers=served.headers("globex")).json()
-    assert {v["sleep_budget"] for v in mine["variants"]} == {"small", "large"} and mine["default_choice"]["scope"] == "corpus"
+    assert {v["sleep_budget"] for v in mine["variants"]} == {"small", "large"} and mine["default_choice"]["scope"] == "context"
 
 
 @pytest.mark.parametrize("headers, reason", [

@@ -51,9 +51,9 @@ def test_first_option_fails_the_next_cheapest_adequate_answers(served, mocked):
     assert body["answer"] == "12"
     first, second = plan.steps[0], plan.steps[1]
     assert [(a["sleep_budget"], a["test_budget"], a["ok"]) for a in body["attempts"]] == [
-        (*first.option.key, False), (*second.option.key, True)]
+        (*first.option.option, False), (*second.option.option, True)]
     assert "provider exploded" in body["attempts"][0]["error"]
-    assert (body["choice"]["sleep_budget"], body["choice"]["test_budget"]) == second.option.key
+    assert (body["choice"]["sleep_budget"], body["choice"]["test_budget"]) == second.option.option
     assert body["choice"]["variant_id"] == (second.variant.id if second.variant else None)
     assert body["choice"]["fallback"] is True and "failure chain" in body["choice"]["reason"]
     assert body["cost_usd"] > 0 and body["usage"]["prompt_tokens"] > 0

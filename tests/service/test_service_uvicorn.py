@@ -48,7 +48,7 @@ def test_serve_in_a_uvicorn_process(served, tmp_path):
             answered = client.post("/v1/answer", json=ask, headers=served.headers("globex"))
             assert answered.status_code == 200, answered.text
             body = answered.json()
-            assert body["choice"]["scope"] == "kind" and body["choice"]["kind"] == "sum"
+            assert body["choice"]["scope"] == "context" and body["choice"]["kind"] == "sum"
             assert body["snapshot"] == ready["snapshot"] and body["usage"]["completion_tokens"] > 0
             assert client.post("/v1/answer", json=ask).status_code == 401
             assert client.post("/v1/answer", json=ask, headers=served.headers("acme")).status_code == 404

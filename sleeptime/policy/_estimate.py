@@ -1,0 +1,132 @@
+"""How accurate each option is, per scope, with empirical-Bayes shrinkage corpus -> kind -> context.
+
+An option is a (sleep budget, test budget) pair. Its accuracy is estimated at three levels:
+
+* corpus: the pooled rate over every labeled answer;
+* kind: a beta-binomial posterior whose prior is the corpus rate with a strength ``m_kind``
+  fitted by the method of moments from how much the kinds really differ;
+* context: the context's own answers move the estimate on the log-odds scale by how far they
+  fall above or below what its kinds predict, shrunk with a strength ``m_context`` fitted the
+  same way across contexts. A context's difficulty is shared by all its queries, so one
+  adjustment per (context, option) uses all of them, whatever their kinds; a (context, kind)
+  cell with one or two queries could not carry an estimate of its own.
+
+Why shrinkage instead of an all-or-nothing "enough queries" threshold: a context's own answers
+count as soon as they exist, in proportion to how much contexts are seen to differ. When the
+data shows no difference between contexts, the strength is large and the context estimate is the
+kind estimate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.special import betaincinv
+
+OPTION = ["sleep_budget", "test_budget"]
+STRENGTH_RANGE = (1.0, 1e4)  # a prior worth between one answer and (practically) complete pooling
+_EPS = 1e-3
+
+
+def beta_strength(correct: np.ndarray, n: np.ndarray) -> float:
+    """The prior strength m (pseudo-answers) of a beta-binomial fitted by the method of moments to
+    groups with ``correct[i]`` of ``n[i]`` right; ``inf`` when the groups differ no more than
+    sampling noise explains."""
+    correct, n = np.asarray(correct, float), np.asarray(n, float)
+    keep = n > 0
+    correct, n = correct[keep], n[keep]
+    if len(n) < 2:
+        return float("inf")
+    p = correct.sum() / n.sum()
+    if p <= 0.0 or p >= 1.0:
+        return float("inf")
+    rates = correct / n
+    spread = float(np.sum(n * (rates - p) ** 2) / n.sum())  # n-weighted variance of the rates
+    noise = p * (1 - p) * len(n) / n.sum()  # what that variance would be from sampling alone
+    tau2 = spread - noise
+    if tau2 <= 0:
+        return float("inf")
+    return max(p * (1 - p) / tau2 - 1.0, 0.0)
+
+
+def pooled_strength(per_option: list[float]) -> float:
+    """One strength for a level: the median over options (each option alone is noisy), clipped."""
+    finite = [m for m in per_option if np.isfinite(m)]
+    value = float(np.median(finite)) if finite else STRENGTH_RANGE[1]
+    return float(np.clip(value, *STRENGTH_RANGE))
+
+
+def beta_lower(mean: np.ndarray, size: np.ndarray, z: float) -> np.ndarray:
+    """The one-sided lower credible bound of a Beta(mean * size, (1 - mean) * size) at the normal
+    quantile ``z`` (1.96: 2.5 %)."""
+    from scipy.stats import norm
+
+    alpha = norm.sf(z)
+    mean = np.clip(np.asarray(mean, float), _EPS / 10, 1 - _EPS / 10)
+    size = np.maximum(np.asarray(size, float), 1e-6)
+    return betaincinv(mean * size, (1 - mean) * size, alpha)
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, float), _EPS, 1 - _EPS)
+    return np.log(p / (1 - p))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, float)))
+
+
+@dataclass
+class Estimates:
+    """Accuracy estimates per option at each level, and what each context's own answers add."""
+
+    corpus: pd.DataFrame  # sleep_budget, test_budget, n, correct, accuracy, estimate, estimate_lower
+    kind: pd.DataFrame  # kind, + the same columns
+    context: pd.DataFrame  # context_id, sleep_budget, test_budget, n, correct, expected, estimate, log_odds_shift
+    m_kind: float
+    m_context: float
+
+    def cell(self, kind_estimate: np.ndarray, shift: np.ndarray) -> np.ndarray:
+        """A (context, kind) estimate: the kind's estimate moved by the context's log-odds shift."""
+        return sigmoid(logit(kind_estimate) + shift)
+
+
+def estimate(df: pd.DataFrame, z: float) -> Estimates:
+    """Estimates from graded answers (columns context_id, kind, sleep_budget, test_budget, correct)."""
+    corpus = df.groupby(OPTION, sort=True).agg(n=("correct", "size"), correct=("correct", "sum")).reset_index()
+    corpus["accuracy"] = corpus["correct"] / corpus["n"]
+
+    kind = df.groupby(["kind", *OPTION], sort=True).agg(n=("correct", "size"), correct=("correct", "sum")).reset_index()
+    m_kind = pooled_strength([
+        beta_strength(g["correct"].to_numpy(), g["n"].to_numpy()) for _, g in kind.groupby(OPTION, sort=True)
+    ])
+    kind = kind.merge(corpus[[*OPTION, "accuracy"]].rename(columns={"accuracy": "prior"}), on=OPTION)
+    kind["accuracy"] = kind["correct"] / kind["n"]
+    kind["estimate"] = (m_kind * kind["prior"] + kind["correct"]) / (m_kind + kind["n"])
+    kind["estimate_lower"] = beta_lower(kind["estimate"], m_kind + kind["n"], z)
+    kind = kind.drop(columns="prior")
+    # The corpus row is the kinds' posterior mixed by how often each kind is asked.
+    corpus["estimate"] = corpus["accuracy"]
+    corpus["estimate_lower"] = beta_lower(corpus["accuracy"], corpus["n"] + 1.0, z)
+
+    # What each answer's kind predicts, then per (context, option) observed against predicted.
+    with_prior = df.merge(kind[["kind", *OPTION, "estimate"]], on=["kind", *OPTION], how="left")
+    ctx = with_prior.groupby(["context_id", *OPTION], sort=True).agg(
+        n=("correct", "size"), correct=("correct", "sum"), expected=("estimate", "sum")
+    ).reset_index()
+    # Heterogeneity across contexts beyond what their kinds explain: the residual rate's spread.
+    m_context = pooled_strength([
+        beta_strength(
+            # Re-centre each context on the option's mean so that kind differences are not counted.
+            np.clip((g["correct"] - g["expected"] + g["n"] * g["correct"].sum() / g["n"].sum()).to_numpy(), 0, g["n"].to_numpy()),
+            g["n"].to_numpy(),
+        )
+        for _, g in ctx.groupby(OPTION, sort=True)
+    ])
+    prior_rate = ctx["expected"] / ctx["n"]
+    posterior = (m_context * prior_rate + ctx["correct"]) / (m_context + ctx["n"])
+    ctx["estimate"] = posterior
+    ctx["log_odds_shift"] = logit(posterior) - logit(prior_rate)
+    return Estimates(corpus=corpus, kind=kind, context=ctx, m_kind=m_kind, m_context=m_context)
