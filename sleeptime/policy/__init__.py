@@ -7,7 +7,7 @@ and ``Policy.select`` is the one selection API (the service only maps its choice
 """
 
 from sleeptime.policy._fit import PolicySettings, SleepCosts, fit_policy, required_accuracy
-from sleeptime.policy._heldout import HeldOutReport, held_out_check, split_queries
+from sleeptime.policy._heldout import HeldOutReport, frontier, held_out_check, split_queries
 from sleeptime.policy._policy import Choice, Policy, Selection, Unsatisfiable
 from sleeptime.policy._fit import ANY_KIND, CORPUS, RAW
 from sleeptime.policy._wilson import wilson_lower_bound
@@ -24,6 +24,7 @@ __all__ = [
     "SleepCosts",
     "Unsatisfiable",
     "fit_policy",
+    "frontier",
     "held_out_check",
     "required_accuracy",
     "split_queries",

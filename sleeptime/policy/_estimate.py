@@ -4,7 +4,8 @@ An option is a (sleep budget, test budget) pair. Its accuracy is estimated at th
 
 * corpus: the pooled rate over every labeled answer;
 * kind: a beta-binomial posterior whose prior is the corpus rate with a strength ``m_kind``
-  fitted by the method of moments from how much the kinds really differ;
+  fitted by maximising the marginal likelihood (type-II maximum likelihood: empirical Bayes),
+  which measures how much the kinds really differ;
 * context: the context's own answers move the estimate on the log-odds scale by how far they
   fall above or below what its kinds predict, shrunk with a strength ``m_context`` fitted the
   same way across contexts. A context's difficulty is shared by all its queries, so one
@@ -23,39 +24,34 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.special import betaincinv
+from scipy.special import betaincinv, betaln
 
 OPTION = ["sleep_budget", "test_budget"]
 STRENGTH_RANGE = (1.0, 1e4)  # a prior worth between one answer and (practically) complete pooling
 _EPS = 1e-3
 
 
-def beta_strength(correct: np.ndarray, n: np.ndarray) -> float:
-    """The prior strength m (pseudo-answers) of a beta-binomial fitted by the method of moments to
-    groups with ``correct[i]`` of ``n[i]`` right; ``inf`` when the groups differ no more than
-    sampling noise explains."""
+STRENGTH_GRID = np.logspace(0, 4, 81)  # 1 .. 10,000 pseudo-answers
+
+
+def marginal_strength(correct: np.ndarray, n: np.ndarray, prior_mean: np.ndarray) -> float:
+    """The prior strength m that maximises the beta-binomial marginal likelihood of groups with
+    ``correct[i]`` of ``n[i]`` right around ``prior_mean[i]`` (type-II maximum likelihood, over a
+    log grid; the likelihood is flat in m when the groups agree, so the largest m wins ties).
+
+    One m is fitted for all the options of a level at once (pass them concatenated): a single
+    option's groups carry little information about how much groups differ."""
     correct, n = np.asarray(correct, float), np.asarray(n, float)
+    mu = np.clip(np.asarray(prior_mean, float), _EPS, 1 - _EPS)
     keep = n > 0
-    correct, n = correct[keep], n[keep]
+    correct, n, mu = correct[keep], n[keep], mu[keep]
     if len(n) < 2:
-        return float("inf")
-    p = correct.sum() / n.sum()
-    if p <= 0.0 or p >= 1.0:
-        return float("inf")
-    rates = correct / n
-    spread = float(np.sum(n * (rates - p) ** 2) / n.sum())  # n-weighted variance of the rates
-    noise = p * (1 - p) * len(n) / n.sum()  # what that variance would be from sampling alone
-    tau2 = spread - noise
-    if tau2 <= 0:
-        return float("inf")
-    return max(p * (1 - p) / tau2 - 1.0, 0.0)
-
-
-def pooled_strength(per_option: list[float]) -> float:
-    """One strength for a level: the median over options (each option alone is noisy), clipped."""
-    finite = [m for m in per_option if np.isfinite(m)]
-    value = float(np.median(finite)) if finite else STRENGTH_RANGE[1]
-    return float(np.clip(value, *STRENGTH_RANGE))
+        return STRENGTH_RANGE[1]
+    m = STRENGTH_GRID[:, None]
+    a, b = m * mu[None], m * (1 - mu[None])
+    loglik = (betaln(a + correct[None], b + (n - correct)[None]) - betaln(a, b)).sum(axis=1)
+    best = loglik.max()
+    return float(STRENGTH_GRID[np.flatnonzero(loglik >= best - 1e-9)[-1]])
 
 
 def beta_lower(mean: np.ndarray, size: np.ndarray, z: float) -> np.ndarray:
@@ -99,10 +95,8 @@ def estimate(df: pd.DataFrame, z: float) -> Estimates:
     corpus["accuracy"] = corpus["correct"] / corpus["n"]
 
     kind = df.groupby(["kind", *OPTION], sort=True).agg(n=("correct", "size"), correct=("correct", "sum")).reset_index()
-    m_kind = pooled_strength([
-        beta_strength(g["correct"].to_numpy(), g["n"].to_numpy()) for _, g in kind.groupby(OPTION, sort=True)
-    ])
     kind = kind.merge(corpus[[*OPTION, "accuracy"]].rename(columns={"accuracy": "prior"}), on=OPTION)
+    m_kind = marginal_strength(kind["correct"].to_numpy(), kind["n"].to_numpy(), kind["prior"].to_numpy())
     kind["accuracy"] = kind["correct"] / kind["n"]
     kind["estimate"] = (m_kind * kind["prior"] + kind["correct"]) / (m_kind + kind["n"])
     kind["estimate_lower"] = beta_lower(kind["estimate"], m_kind + kind["n"], z)
@@ -116,16 +110,10 @@ def estimate(df: pd.DataFrame, z: float) -> Estimates:
     ctx = with_prior.groupby(["context_id", *OPTION], sort=True).agg(
         n=("correct", "size"), correct=("correct", "sum"), expected=("estimate", "sum")
     ).reset_index()
-    # Heterogeneity across contexts beyond what their kinds explain: the residual rate's spread.
-    m_context = pooled_strength([
-        beta_strength(
-            # Re-centre each context on the option's mean so that kind differences are not counted.
-            np.clip((g["correct"] - g["expected"] + g["n"] * g["correct"].sum() / g["n"].sum()).to_numpy(), 0, g["n"].to_numpy()),
-            g["n"].to_numpy(),
-        )
-        for _, g in ctx.groupby(OPTION, sort=True)
-    ])
+    # Heterogeneity across contexts beyond what their kinds explain: each context's answers around
+    # the rate its kinds predict.
     prior_rate = ctx["expected"] / ctx["n"]
+    m_context = marginal_strength(ctx["correct"].to_numpy(), ctx["n"].to_numpy(), prior_rate.to_numpy())
     posterior = (m_context * prior_rate + ctx["correct"]) / (m_context + ctx["n"])
     ctx["estimate"] = posterior
     ctx["log_odds_shift"] = logit(posterior) - logit(prior_rate)

@@ -148,3 +148,51 @@ def held_out_check(
         policy_version=policy.version,
         per_query=merged,
     )
+
+
+def frontier(
+    answers: pd.DataFrame,
+    sleep: pd.DataFrame,
+    settings: PolicySettings,
+    targets: tuple[float, ...] = (0.8, 0.9, 0.95),
+    holdout_fraction: float = 0.5,
+    seed: str = "heldout-v1",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The policy's held-out (accuracy, cost) as the target sweeps, beside the fixed pairs.
+
+    Returns (per target: the policy's held-out accuracy and cost, the cheapest fixed pair and the
+    cheapest test-time-only pair that reach the target on the held-out queries, and whether the
+    policy reached it no dearer; every fixed pair's held-out accuracy and cost)."""
+    from dataclasses import replace
+
+    rows = []
+    fixed = pd.DataFrame()
+    for target in targets:
+        report = held_out_check(answers, sleep, replace(settings, target_accuracy=target), holdout_fraction, seed)
+        fixed = report.fixed
+        reach = fixed[fixed["accuracy"] >= target - 1e-12]
+        tto = reach[reach["sleep_budget"] == "none"]
+        metric = "cost_usd" if settings.cost_metric == "usd" else "cost_weighted"
+        best = reach.iloc[0] if len(reach) else None
+        best_tto = tto.iloc[0] if len(tto) else None
+        per_kind = report.per_query.groupby("kind")["correct"].mean() if len(report.per_query) else pd.Series(dtype=float)
+        policy_cost = report.policy_cost_usd if metric == "cost_usd" else report.policy_cost_weighted
+        rows.append({
+            "target": target,
+            "policy_accuracy": report.policy_accuracy,
+            "policy_cost_weighted": report.policy_cost_weighted,
+            "policy_cost_usd": report.policy_cost_usd,
+            "policy_reaches_target": report.policy_accuracy >= target - 1e-12,
+            "fixed_pair": None if best is None else f"{best['sleep_budget']} + {best['test_budget']}",
+            "fixed_accuracy": None if best is None else float(best["accuracy"]),
+            "fixed_cost": None if best is None else float(best[metric]),
+            "test_time_only_pair": None if best_tto is None else f"none + {best_tto['test_budget']}",
+            "test_time_only_accuracy": None if best_tto is None else float(best_tto["accuracy"]),
+            "test_time_only_cost": None if best_tto is None else float(best_tto[metric]),
+            "met": bool(report.policy_accuracy >= target - 1e-12
+                        and (best is None or policy_cost <= float(best[metric]) + 1e-9)),
+            "kind_accuracy": {str(k): float(v) for k, v in per_kind.items()},
+            "n_test_queries": report.n_test_queries,
+            "policy_version": report.policy_version,
+        })
+    return pd.DataFrame(rows), fixed

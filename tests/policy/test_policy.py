@@ -14,7 +14,7 @@ from sleeptime.policy import (
     required_accuracy,
     wilson_lower_bound,
 )
-from sleeptime.policy._estimate import beta_strength, estimate
+from sleeptime.policy._estimate import STRENGTH_RANGE, estimate, marginal_strength
 from sleeptime.policy._fit import prepare_answers
 from sleeptime.policy._optimize import Problem, optimise
 
@@ -133,9 +133,14 @@ def test_shrinkage_moves_a_perfect_context_above_the_corpus_rate_but_not_past_it
     assert choice.n == 10
 
 
-def test_no_heterogeneity_means_complete_pooling():
-    assert beta_strength(np.array([5, 5, 5, 5]), np.array([10, 10, 10, 10])) == float("inf")
-    assert np.isfinite(beta_strength(np.array([0, 10, 0, 10]), np.array([10, 10, 10, 10])))
+def test_the_prior_strength_measures_how_much_groups_differ():
+    n = np.full(8, 20)
+    alike = marginal_strength(np.full(8, 10), n, np.full(8, 0.5))
+    assert alike == STRENGTH_RANGE[1]  # no difference beyond noise: complete pooling
+    apart = marginal_strength(np.array([2, 18] * 4), n, np.full(8, 0.5))
+    assert apart < 5  # 10 % vs 90 %: each group mostly speaks for itself
+    some = marginal_strength(np.array([7, 13] * 4), n, np.full(8, 0.5))
+    assert apart < some < alike
 
 
 # -- traffic and allocation ------------------------------------------------------------------------
