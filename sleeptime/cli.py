@@ -426,6 +426,20 @@ def validate(
         raise typer.Exit(1)
 
 
+@app.command()
+def plan(config: ConfigOpt = None, output_dir: OutputOpt = None) -> None:
+    """What the next refresh would compute: the sleep allocation (by the published policy and the
+    traffic now, under `policy.sleep_allocation: traffic`) against every budget everywhere."""
+    from sleeptime.pipeline import plan_refresh
+
+    cfg = _load_config(config, output_dir=output_dir)
+    if not (cfg.lake_dir / "catalog.sqlite").exists() and cfg.lake.catalog is None:
+        console.print(f"[yellow]no lake at {cfg.lake_dir} yet: the first run computes every budget everywhere[/yellow]")
+        raise typer.Exit(0)
+    for line in plan_refresh(cfg.open_lake(), cfg).lines():
+        console.print(line, markup=False)
+
+
 @lake_app.command("history")
 def lake_history(config: ConfigOpt = None, output_dir: OutputOpt = None) -> None:
     """Every lake commit that recorded a run: its snapshot id (for time travel), kind and run."""

@@ -168,19 +168,70 @@ SELECT c.context_id, c.content_hash, c.text, c.source, c.metadata_json, s.sleep_
        {VARIANT_ID_SQL.format(hash="c.content_hash", model="(SELECT model FROM _ids)", budget="s.sleep_budget",
                               sample="s.sample_index", pv="(SELECT pv FROM _ids)")} AS variant_id
 FROM contexts_current c CROSS JOIN slots s
+WHERE (SELECT full_grid FROM _ids)
+   OR EXISTS (SELECT 1 FROM allocated a WHERE a.context_id = c.context_id AND a.sleep_budget = s.sleep_budget)
 """
 
 
-def _wanted_variants(idx: duckdb.DuckDBPyConnection, config: RunConfig) -> None:
-    """Temp view ``wanted_variants``: every (current context, budget, sample) and its variant id."""
+@dataclass
+class SleepAllocation:
+    """Which c' each current context gets in this refresh (``sleeptime plan`` prints it)."""
+
+    mode: str  # full_grid | traffic
+    reason: str
+    policy_version: str | None
+    per_context: dict[str, str]  # context -> sleep budget ("none": no c'); every budget under full_grid
+    expected_queries: dict[str, float]
+
+    def table(self) -> pa.Table:
+        pairs = [(c, b) for c, b in self.per_context.items() if b != "none"]
+        return pa.table({"context_id": pa.array([p[0] for p in pairs], pa.string()),
+                         "sleep_budget": pa.array([p[1] for p in pairs], pa.string())})
+
+
+def plan_allocation(idx: duckdb.DuckDBPyConnection, config: RunConfig) -> SleepAllocation:
+    """The sleep budgets of this refresh. Under ``policy.sleep_allocation: traffic`` each current
+    context gets the c' the published policy allocates it at its expected queries now (the query
+    log's last window, so the plan follows traffic between publishes); every budget everywhere
+    under ``full_grid``, and also while no policy is published (the first run measures the gains
+    the allocation needs)."""
+    from sleeptime.policy._traffic import expected_queries
+    from sleeptime.policy.store import load_published_policy, traffic_counts
+
+    contexts = [r[0] for r in idx.execute("SELECT context_id FROM contexts_current ORDER BY context_id").fetchall()]
+    every = {c: "*" for c in contexts}
+    if config.policy.sleep_allocation != "traffic":
+        return SleepAllocation("full_grid", "policy.sleep_allocation is full_grid", None, every, {})
+    policy = load_published_policy(idx)
+    if policy is None:
+        return SleepAllocation("full_grid", "no policy is published yet: the full grid measures what each budget gains",
+                               None, every, {})
+    s = policy.settings
+    counts = traffic_counts(idx, s.traffic_window_days)
+    queries = expected_queries(contexts, counts, s.expected_queries_per_context, s.traffic_prior_windows,
+                               s.traffic_window_days, s.refresh_interval_days)
+    expected = {c: float(q) for c, q in zip(contexts, queries)}
+    per_context = {c: policy.sleep_budget_for(c, expected[c]) for c in contexts}
+    source = f"{sum(counts.values())} logged queries in the last {s.traffic_window_days:g} days" if counts else \
+        f"no traffic logged: {s.expected_queries_per_context:g} expected queries per context"
+    return SleepAllocation("traffic", f"policy {policy.version} at the traffic now ({source})", policy.version,
+                           per_context, expected)
+
+
+def _wanted_variants(idx: duckdb.DuckDBPyConnection, config: RunConfig) -> SleepAllocation:
+    """Temp view ``wanted_variants``: every (current context, allocated budget, sample) and its variant id."""
+    allocation = plan_allocation(idx, config)
     idx.register("slots", _slots(config))
+    idx.register("allocated", allocation.table())
     # A view cannot take parameters: the model and prompt version come from a one-row table.
-    idx.register("_ids", pa.table({"model": [config.sleep_model], "pv": [PROMPT_VERSION]}))
+    idx.register("_ids", pa.table({"model": [config.sleep_model], "pv": [PROMPT_VERSION],
+                                   "full_grid": [allocation.mode == "full_grid"]}))
     idx.execute(_WANTED_VARIANTS)
+    return allocation
 
 
 def pending_sleep_jobs(lake: Lake, config: RunConfig) -> list[SleepJob]:
-    """Every configured (current context, budget, sample) whose variant is in neither the lake nor staging."""
+    """Every allocated (current context, budget, sample) whose variant is in neither the lake nor staging."""
     budgets = {b.name: b for b in config.sleep_budgets}
     with lake_index(lake) as idx:
         _wanted_variants(idx, config)
@@ -195,6 +246,59 @@ def pending_sleep_jobs(lake: Lake, config: RunConfig) -> list[SleepJob]:
         ctx = contexts.get(r["context_id"]) or contexts.setdefault(r["context_id"], _context(r))
         jobs.append(SleepJob(ctx, budgets[r["sleep_budget"]], r["sample_index"]))
     return jobs
+
+
+@dataclass
+class RefreshPlan:
+    """What the next refresh would compute for the contexts in the lake (``sleeptime plan``)."""
+
+    allocation: SleepAllocation
+    contexts: int
+    contexts_per_budget: dict[str, int]  # sleep budget -> contexts that get that c' ("none": no c')
+    sleep_calls: int  # c' (samples included) the allocation wants
+    sleep_calls_full_grid: int  # every budget for every context
+    sleep_tokens: float  # estimated from the measured mean completion tokens per budget
+    sleep_tokens_full_grid: float
+    pending_sleep_jobs: int  # wanted c' not in the lake yet
+
+    def lines(self) -> list[str]:
+        a = self.allocation
+        saved = 1 - self.sleep_tokens / self.sleep_tokens_full_grid if self.sleep_tokens_full_grid else 0.0
+        out = [
+            f"sleep allocation: {a.mode} ({a.reason})",
+            f"contexts in the lake: {self.contexts}; per sleep budget: "
+            + ", ".join(f"{b} {n}" for b, n in self.contexts_per_budget.items()),
+            f"sleep calls: {self.sleep_calls} of {self.sleep_calls_full_grid} for every budget everywhere; "
+            f"estimated sleep tokens {self.sleep_tokens:,.0f} of {self.sleep_tokens_full_grid:,.0f} ({max(saved, 0.0):.0%} saved)",
+            f"c' still to compute: {self.pending_sleep_jobs}",
+        ]
+        return out
+
+
+def plan_refresh(lake: Lake, config: RunConfig) -> RefreshPlan:
+    """The refresh plan for the contexts the lake holds now (as of the last ingest)."""
+    budgets = [b for b in config.sleep_budgets if not b.is_none]
+    with lake_index(lake) as idx:
+        allocation = _wanted_variants(idx, config)
+        contexts = len(allocation.per_context)
+        measured = dict(idx.execute(
+            "SELECT sleep_budget, avg(completion_tokens) FROM variants WHERE sample_index = 0 GROUP BY ALL").fetchall())
+        pending = idx.execute("SELECT count(*) FROM wanted_variants w WHERE NOT EXISTS "
+                              "(SELECT 1 FROM variants v WHERE v.variant_id = w.variant_id)").fetchone()[0]
+    per_budget: dict[str, int] = {}
+    calls = 0
+    tokens = 0.0
+    for context_id, budget in allocation.per_context.items():
+        chosen = budgets if budget == "*" else [b for b in budgets if b.name == budget]
+        for b in chosen:
+            per_budget[b.name] = per_budget.get(b.name, 0) + 1
+            calls += b.samples
+            tokens += b.samples * float(measured.get(b.name) or b.max_tokens)
+        if not chosen:
+            per_budget["none"] = per_budget.get("none", 0) + 1
+    full_calls = contexts * sum(b.samples for b in budgets)
+    full_tokens = contexts * sum(b.samples * float(measured.get(b.name) or b.max_tokens) for b in budgets)
+    return RefreshPlan(allocation, contexts, per_budget, calls, full_calls, tokens, full_tokens, int(pending))
 
 
 # The variants the test grid uses: exactly those with the id this configuration gives each

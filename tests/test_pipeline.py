@@ -58,3 +58,64 @@ def test_ingest_skips_unchanged_lines_and_parses_only_what_changed(tmp_path):
         assert ingest_corpus(lake, "r4", corpus).parsed_lines == 0
     finally:
         Lake.close_all()
+
+
+def test_traffic_allocation_plans_only_the_cprime_each_context_pays_for(tmp_path):
+    """Under ``policy.sleep_allocation: traffic`` the refresh computes, per context, the c' the
+    published policy allocates it at its traffic now; a busy context gets its c', a quiet one none;
+    full_grid (and a lake with no policy yet) plans every budget everywhere."""
+    from datetime import datetime, timedelta, timezone
+
+    import pandas as pd
+
+    from sleeptime.config import PolicyConfig, RunConfig
+    from sleeptime.dataset import write_demo_corpus
+    from sleeptime.domain import SleepBudget, TestBudget
+    from sleeptime.pipeline import ingest_corpus, pending_sleep_jobs, plan_refresh
+    from sleeptime.policy import PolicySettings, fit_policy
+    from sleeptime.storage import Lake
+
+    corpus = write_demo_corpus(tmp_path / "corpus.jsonl", contexts=6, seed=4)
+    lake = Lake(tmp_path / "lake")
+    config = RunConfig(
+        corpus=corpus, output_dir=tmp_path,
+        sleep_budgets=[SleepBudget(name="none", max_tokens=0), SleepBudget(name="big", max_tokens=64)],
+        test_budgets=[TestBudget(name="cheap", verbosity=0, max_tokens=16), TestBudget(name="dear", verbosity=2, max_tokens=80)],
+        policy=PolicyConfig(sleep_allocation="traffic", traffic_prior_windows=0.05),
+    )
+    try:
+        ingest_corpus(lake, "r1", corpus)
+        _publish(lake, "r1")
+        contexts = sorted(lake.read("contexts").column("context_id").to_pylist())
+        assert len(pending_sleep_jobs(lake, config)) == 6  # no policy yet: the full grid
+        # A policy where the c' saves 450 weighted tokens a query and costs 2000 tokens: it pays
+        # from about 4.4 expected queries on.
+        rows = [(f"{c}-q{i}", c, "k", s, t, not (s, t) == ("none", "cheap"), tok, 0.0)
+                for c in contexts for i in range(10) for s, t, tok in (("none", "cheap", 5), ("none", "dear", 50),
+                                                                         ("big", "cheap", 5))]
+        answers = pd.DataFrame(rows, columns=["query_id", "context_id", "kind", "sleep_budget", "test_budget", "correct",
+                                              "completion_tokens", "cost_usd"])
+        sleep = pd.DataFrame([(c, "big", 2000, 0.0) for c in contexts], columns=["context_id", "sleep_budget",
+                                                                                  "sleep_tokens", "sleep_cost_usd"])
+        policy = fit_policy(answers, sleep, PolicySettings(z=0.0, traffic_prior_windows=0.05, expected_queries_per_context=1))
+        lake.write("policies", [{**r, "run_id": "r1"} for r in policy.records()], run_id="r1")
+        # No traffic logged: every context expects the policy's default (1 query): no c' anywhere.
+        plan = plan_refresh(lake, config)
+        assert plan.allocation.mode == "traffic" and plan.contexts_per_budget == {"none": 6}
+        assert pending_sleep_jobs(lake, config) == []
+        # Traffic arrives: context 0 gets 300 queries in a week, context 1 two.
+        now = datetime(2026, 1, 8, tzinfo=timezone.utc)
+        log = [{"request_id": f"x{i}", "received_at": now - timedelta(hours=i % 100), "context_id": contexts[0],
+                "status": "answered", "run_id": "service-1"} for i in range(300)]
+        log += [{"request_id": f"y{i}", "received_at": now, "context_id": contexts[1], "status": "answered",
+                 "run_id": "service-1"} for i in range(2)]
+        lake.write("query_log", log)
+        plan = plan_refresh(lake, config)
+        assert plan.contexts_per_budget == {"big": 1, "none": 5}
+        assert plan.sleep_calls == 1 and plan.sleep_calls_full_grid == 6
+        assert [(j.context.id, j.budget.name) for j in pending_sleep_jobs(lake, config)] == [(contexts[0], "big")]
+        assert "1 of 6" in " ".join(plan.lines())
+        full = config.model_copy(update={"policy": PolicyConfig(sleep_allocation="full_grid")})
+        assert len(pending_sleep_jobs(lake, full)) == 6
+    finally:
+        Lake.close_all()

@@ -367,6 +367,13 @@ class _FitResult:
         with np.errstate(invalid="ignore", over="ignore"):
             return solve(problem, self.plan.lam, self.plan.mu)
 
+    def sleep_by_queries(self, queries: float) -> np.ndarray:
+        """[C] each known context's best sleep budget index if it expected ``queries`` queries."""
+        problem = Problem(self.problem.accuracy, self.problem.test_cost, self.problem.sleep_cost,
+                          np.full(len(self.grid.contexts), float(queries)), self.problem.mix)
+        with np.errstate(invalid="ignore", over="ignore"):
+            return solve(problem, self.plan.lam, self.plan.mu).sleep
+
     def prior_queries(self) -> float:
         s = self.settings
         return prior_queries(self.traffic, len(self.grid.contexts), s.expected_queries_per_context,

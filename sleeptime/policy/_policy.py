@@ -120,6 +120,8 @@ class Policy:
     allocation: dict[str, tuple[str, float]]  # context -> (sleep budget, expected queries)
     allocation_default: tuple[tuple[float, str], ...]  # (expected queries from, sleep budget)
     kinds: tuple[str, ...] = field(default_factory=tuple)
+    # context -> ((expected queries from, sleep budget), ...): its allocation as traffic changes
+    allocation_by_queries: dict[str, tuple[tuple[float, str], ...]] = field(default_factory=dict)
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
@@ -169,6 +171,10 @@ class Policy:
             str(c): (str(b), float(q))
             for c, b, q in zip(alloc["scope_value"].tolist(), alloc["sleep_budget"].tolist(), alloc["expected_queries"].tolist())
         }
+        by_queries = {
+            str(c): tuple((float(q), str(b)) for q, b in json.loads(d)["by_expected_queries"])
+            for c, d in zip(alloc["scope_value"].tolist(), alloc["detail_json"].tolist()) if isinstance(d, str)
+        }
         grid = table[table["scope"] == "allocation_default"].sort_values("expected_queries")
         return cls(
             version=str(versions[0]),
@@ -180,6 +186,7 @@ class Policy:
             pool={k: tuple(c for _, c in sorted(v, key=lambda sc: (sc[0], sc[1].sleep_budget, sc[1].test_budget)))
                   for k, v in pool.items()},
             allocation=allocation,
+            allocation_by_queries=by_queries,
             allocation_default=tuple(zip(grid["expected_queries"].astype(float).tolist(), grid["sleep_budget"].tolist())),
             kinds=tuple(summary.get("kinds", ())),
         )
@@ -296,15 +303,18 @@ class Policy:
 
     # -- allocation ----------------------------------------------------------------------------
     def sleep_budget_for(self, context_id: str, expected_queries: float | None = None) -> str:
-        """The c' a context gets: its planned allocation, or for a context the fit never saw the
-        tabulated allocation of an average context at ``expected_queries`` (default: the prior)."""
+        """The c' a context gets. With ``expected_queries`` (the traffic now), the context's own
+        allocation at that traffic (an average context's for a context the fit never saw);
+        without, the allocation planned at publish time."""
         found = self.allocation.get(str(context_id))
-        if found is not None:
-            return found[0]
-        q = float(self.summary.get("prior_queries", 0.0)) if expected_queries is None else float(expected_queries)
-        budget = self.allocation_default[0][1] if self.allocation_default else RAW
-        for threshold, name in self.allocation_default:
-            if q >= threshold:
+        if expected_queries is None:
+            if found is not None:
+                return found[0]
+            expected_queries = float(self.summary.get("prior_queries", 0.0))
+        steps = self.allocation_by_queries.get(str(context_id)) or self.allocation_default
+        budget = steps[0][1] if steps else RAW
+        for threshold, name in steps:
+            if float(expected_queries) >= threshold:
                 budget = name
         return budget
 
@@ -472,15 +482,22 @@ def policy_rows(fit: _FitResult) -> list[dict[str, Any]]:
                        float(mix @ g.tokens[:, si, ti]), float(mix @ g.usd[:, si, ti]), int(r["n"]), int(r["correct"]),
                        (si, ti) == (d_s, d_t))
 
-    # Per-context plans, and allocations.
+    # Per-context plans, and allocations. Each allocation row also keeps where the context's best
+    # sleep budget changes with its expected queries (at the same price of accuracy), so that a
+    # refresh re-plans it when traffic moves without refitting anything.
     m_ctx = fit.est.m_context
+    by_queries = [(q, fit.sleep_by_queries(q)) for q in ALLOCATION_GRID if q > 0]
     for c, context_id in enumerate(g.contexts):
         q = float(p.queries[c])
         sc = int(plan.sleep[c])
         st, su = float(g.sleep_tokens[c, sc]), float(g.sleep_usd[c, sc])
+        steps: list[list[Any]] = [[0.0, RAW]]
+        for grid_q, budgets in by_queries:
+            if g.sleep[int(budgets[c])] != steps[-1][1]:
+                steps.append([grid_q, g.sleep[int(budgets[c])]])
         add(scope="allocation", scope_value=context_id, sleep_budget=g.sleep[sc], test_budget="",
             n=int(g.counts[c].sum()), expected_queries=q, sleep_tokens_per_context=st, sleep_cost_usd_per_context=su,
-            chosen=True)
+            chosen=True, detail_json=json.dumps({"by_expected_queries": steps}))
         picks = [(kind, int(plan.option_sleep[c, j]), int(plan.option_test[c, j]), np.eye(len(g.kinds))[j])
                  for j, kind in enumerate(g.kinds)]
         ms, mt = _mix_choice(acc[c], cost_arr, p.mix[c], sc, plan.lam)

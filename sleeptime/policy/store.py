@@ -52,12 +52,11 @@ def settings_from(config: PolicyConfig, test_budget_order: tuple[str, ...] = (),
 
 
 def traffic_counts(con: duckdb.DuckDBPyConnection, window_days: float) -> dict[str, int]:
-    """Queries per context in the last ``window_days`` of the query log (empty: no traffic)."""
-    cur = con.cursor()
-    try:
-        return {str(c): int(n) for c, n in cur.execute(_TRAFFIC, [float(window_days)]).fetchall()}
-    finally:
-        cur.close()
+    """Queries per context in the last ``window_days`` of the query log (empty: no traffic).
+
+    Runs on ``con`` itself (not a cursor of it): callers pass the lake index, whose temporary
+    views only that connection sees; the result is fetched at once."""
+    return {str(c): int(n) for c, n in con.execute(_TRAFFIC, [float(window_days)]).fetchall()}
 
 
 def fit_from_snapshot(con: duckdb.DuckDBPyConnection, config: PolicyConfig, test_budget_order: tuple[str, ...] = (),
@@ -91,13 +90,10 @@ def derive_policy(con: duckdb.DuckDBPyConnection, config: PolicyConfig, run_id: 
 
 
 def load_published_policy(con: duckdb.DuckDBPyConnection) -> Policy | None:
-    """The newest published policy, from its stored rows only; None when none is published."""
-    cur = con.cursor()
-    try:
-        row = cur.execute(_LATEST).fetchone()
-        if row is None:
-            return None
-        rows = cur.execute("SELECT * FROM policies WHERE policy_version = ?", [row[0]]).to_arrow_table().to_pandas()
-    finally:
-        cur.close()
+    """The newest published policy, from its stored rows only; None when none is published.
+    (On ``con`` itself, like ``traffic_counts``.)"""
+    row = con.execute(_LATEST).fetchone()
+    if row is None:
+        return None
+    rows = con.execute("SELECT * FROM policies WHERE policy_version = ?", [row[0]]).to_arrow_table().to_pandas()
     return Policy.from_rows(rows)

@@ -395,6 +395,8 @@ def lake_index(lake: Lake) -> Iterator[duckdb.DuckDBPyConnection]:
                 f"CREATE OR REPLACE TEMP VIEW {table} AS SELECT * FROM {ALIAS}.{MAIN}.{table} "
                 f"UNION ALL BY NAME SELECT * FROM {ALIAS}.{STAGING}.{table}"
             )
+        # The service's log: published rows only (spooled rows are committed by the next publish).
+        cur.execute(f"CREATE OR REPLACE TEMP VIEW query_log AS SELECT * FROM {ALIAS}.{MAIN}.query_log")
         cur.execute(
             """CREATE OR REPLACE TEMP VIEW contexts_current AS
             SELECT * EXCLUDE (rn, deleted) FROM (

@@ -183,6 +183,9 @@ def test_allocation_follows_a_hand_built_traffic_table():
     assert floored.choose("c9", "k").option == ("none", "dear")
     alloc = policy.summary["allocation"]
     assert alloc["sleep_calls"] < alloc["sleep_calls_full_grid"] == 20
+    # Re-planned when traffic moves, without a refit: a quiet context that gets busy gets its c'.
+    assert policy.sleep_budget_for("c9", expected_queries=100) == "big"
+    assert policy.sleep_budget_for("c0", expected_queries=0.5) == "none"
     # An unseen context is allocated by its own expected traffic.
     assert policy.sleep_budget_for("new", expected_queries=100) == "big"
     assert policy.sleep_budget_for("new", expected_queries=1) == "none"
