@@ -503,7 +503,8 @@ def publish(lake: Lake, warehouse: Warehouse, summary: RunSummary, gate: GateFn,
     """Apply the run's staged rows to a candidate warehouse, derive, gate, then commit and switch.
 
     1. candidate: the published warehouse, copied and caught up with the lake, plus the staged
-       rows (the same upsert the lake's commit will do), plus derived rows (a new policy version).
+       rows (the same upsert the lake's commit will do), plus the service's spooled query log,
+       plus derived rows (a new policy version, when the data or the traffic changed).
     2. the GX gate over the delta and SQL cross-checks on the candidate.
     3. pass: one lake commit (staged -> published, derived, spooled, the run's row); then the
        candidate records the lake snapshot and replaces the published file (atomic rename).
@@ -522,16 +523,19 @@ def publish(lake: Lake, warehouse: Warehouse, summary: RunSummary, gate: GateFn,
             lake.reject(summary.record())
             return PublishOutcome(False, summary.gate_report)
         _failpoints.failpoint(_failpoints.PUBLISH_AFTER_BUILD)
-        derived: dict[str, pa.Table] = {}
-        if derive and any(candidate.rows_applied.get(t) for t in _POLICY_INPUTS):
-            for table, records in derive(candidate.con).items():
-                if records:
-                    derived[table] = as_arrow(table, records)
-                    candidate.apply(table, derived[table])
+        # The service's spooled query log first: new traffic re-plans the policy (its allocation
+        # and the amortization of each context's c' follow the queries each context gets).
         if spool:
             spooled, committed_spool = spool()
             for table, arrow in spooled.items():
                 candidate.apply(table, arrow)
+        derived: dict[str, pa.Table] = {}
+        new_traffic = bool(spooled.get("query_log") is not None and spooled["query_log"].num_rows)
+        if derive and (new_traffic or any(candidate.rows_applied.get(t) for t in _POLICY_INPUTS)):
+            for table, records in derive(candidate.con).items():
+                if records:
+                    derived[table] = as_arrow(table, records)
+                    candidate.apply(table, derived[table])
         ok, report = gate(candidate)
     except BaseException:
         candidate.discard()

@@ -307,9 +307,9 @@ class Policy:
         allocation at that traffic (an average context's for a context the fit never saw);
         without, the allocation planned at publish time."""
         found = self.allocation.get(str(context_id))
+        if found is not None and (expected_queries is None or math.isclose(expected_queries, found[1], rel_tol=1e-9)):
+            return found[0]  # the traffic the plan was made for: the plan itself
         if expected_queries is None:
-            if found is not None:
-                return found[0]
             expected_queries = float(self.summary.get("prior_queries", 0.0))
         steps = self.allocation_by_queries.get(str(context_id)) or self.allocation_default
         budget = steps[0][1] if steps else RAW

@@ -23,8 +23,8 @@ from sleeptime.analysis.frames import AnalysisFrames, load_frames  # noqa: E402
 from sleeptime.analysis.headline import headline_numbers  # noqa: E402
 from sleeptime.config import RunConfig  # noqa: E402
 from sleeptime.htmltable import html_table  # noqa: E402
-from sleeptime.policy import HeldOutReport, held_out_check  # noqa: E402
-from sleeptime.policy.store import settings_from  # noqa: E402
+from sleeptime.policy import HeldOutReport, frontier, held_out_check  # noqa: E402
+from sleeptime.policy.store import load_published_policy, settings_from  # noqa: E402
 from sleeptime.service.report_section import query_log_numbers, query_log_section  # noqa: E402
 from sleeptime.storage.warehouse import Warehouse  # noqa: E402
 
@@ -142,6 +142,55 @@ def plot_heldout(report: HeldOutReport) -> str:
     return _svg(fig)
 
 
+def plot_frontier(per_target: pd.DataFrame, fixed: pd.DataFrame) -> str:
+    """The policy as its target sweeps (a line), every fixed pair as a point, held-out queries."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    sleep = fixed[fixed["sleep_budget"] != NONE]
+    raw = fixed[fixed["sleep_budget"] == NONE]
+    ax.scatter(sleep["cost_weighted"], sleep["accuracy"], color="#1f77b4", label="fixed (sleep budget, test budget)")
+    ax.scatter(raw["cost_weighted"], raw["accuracy"], color="#7f7f7f", marker="s", label="fixed, test-time only")
+    ordered = per_target.sort_values("target")
+    ax.plot(ordered["policy_cost_weighted"], ordered["policy_accuracy"], "*-", color="#d62728", ms=10,
+            label="selection policy, target swept", zorder=5)
+    for _, r in ordered.iterrows():
+        ax.annotate(f"{r['target']:g}", (r["policy_cost_weighted"], r["policy_accuracy"]), textcoords="offset points",
+                    xytext=(6, -10), fontsize=7, color="#d62728")
+    ax.set_xscale("log")
+    ax.set_xlabel("cost per query on held-out queries (weighted tokens, log)")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return _svg(fig)
+
+
+def published_policy_section(con: duckdb.DuckDBPyConnection) -> tuple[str, dict[str, Any]]:
+    """The policy the service serves (its stored summary) and the sleep allocation it plans."""
+    policy = load_published_policy(con)
+    if policy is None:
+        return "<h2>Published policy</h2><p>No policy is published yet.</p>", {}
+    d = policy.summary
+    alloc = d["allocation"]
+    saved = 1 - alloc["sleep_tokens"] / alloc["sleep_tokens_full_grid"] if alloc["sleep_tokens_full_grid"] else 0.0
+    numbers = {"version": policy.version, "target_accuracy": d["target_accuracy"], "target_met": d["target_met"],
+               "required_accuracy": d["required_accuracy"], "expected_accuracy": d["expected_accuracy"],
+               "expected_cost": d["expected_cost"], "kind_accuracy": d["kind_accuracy"], "traffic": d["traffic"],
+               "allocation": alloc, "allocation_sleep_tokens_saved": saved}
+    kinds = ", ".join(f"{html.escape(k)} {v:.1%}" for k, v in sorted(d["kind_accuracy"].items()))
+    per_budget = ", ".join(f"{html.escape(k)}: {v}" for k, v in alloc["contexts_per_budget"].items() if v)
+    body = f"""<h2>Published policy and sleep allocation</h2>
+<p>Policy <code>{html.escape(policy.version)}</code> (what the query service answers with): target
+{d['target_accuracy']:.0%} over the expected query mix, which needs {_fmt(d['required_accuracy'], '{:.1%}')} expected accuracy
+at its confidence; planned {d['expected_accuracy']:.1%} at {d['expected_cost']:.1f} weighted tokens per query
+{'' if d['target_met'] else '(<b>target not reachable</b>: the most accurate plan)'}. Expected accuracy per kind: {kinds}.
+Traffic: {html.escape(d['traffic']['source'])} ({d['traffic']['queries_in_window']} queries in the window).</p>
+<p>Sleep allocation of this policy: contexts per sleep budget {per_budget}; {alloc['sleep_calls']} c' of
+{alloc['sleep_calls_full_grid']} for every budget everywhere, {alloc['sleep_tokens']:,.0f} of
+{alloc['sleep_tokens_full_grid']:,.0f} sleep tokens ({saved:.0%} saved). A refresh uses it under
+<code>policy.sleep_allocation: traffic</code> (<code>sleeptime plan</code> shows the plan at the traffic now).</p>"""
+    return body, numbers
+
+
 def plot_runs(runs: pd.DataFrame) -> str:
     fig, ax = plt.subplots(figsize=(7.5, 3.2))
     labels = [str(i + 1) for i in range(len(runs))]
@@ -199,8 +248,12 @@ def build_report(con: duckdb.DuckDBPyConnection, config: RunConfig, frames: Anal
     sleep_order = order_sleep_budgets(frames.answers, frames.sleep)
     test_order = order_test_budgets(frames.answers)
     sleep_tokens = {row["sleep_budget"]: row["mean_sleep_tokens_per_context"] for row in head["curve"]}
-    settings = settings_from(config.policy, tuple(b.name for b in config.test_budgets))
+    settings = settings_from(config.policy, tuple(b.name for b in config.test_budgets),
+                             tuple(b.name for b in config.sleep_budgets))
     heldout = held_out_check(frames.answers, frames.sleep, settings, config.policy.holdout_fraction)
+    targets = tuple(sorted({0.5, 0.7, 0.8, 0.9, 0.95, 0.99, config.policy.target_accuracy}))
+    sweep, sweep_fixed = frontier(frames.answers, frames.sleep, settings, targets, config.policy.holdout_fraction)
+    published_html, published_numbers = published_policy_section(con)
     runs = con.execute("SELECT * FROM v_run_history").df()
     service_html = query_log_section(con, t=weight)
 
@@ -229,6 +282,8 @@ def build_report(con: duckdb.DuckDBPyConnection, config: RunConfig, frames: Anal
             "best_fixed": best,
             "choices": {f"{k}": int(v) for k, v in heldout.choices.items()},
         },
+        "frontier": sweep.drop(columns=["kind_accuracy"]).to_dict("records"),
+        "published_policy": published_numbers,
         "service": query_log_numbers(con, t=weight),
     }
     cards = "".join([
@@ -271,7 +326,13 @@ def build_report(con: duckdb.DuckDBPyConnection, config: RunConfig, frames: Anal
                 f"{pred.get('test_budget')} with sleep budget {pred.get('sleep_budget')}."),
         _figure("plot-heldout", "Selection policy on held-out queries", plot_heldout(heldout),
                 f"Fitted on {1 - config.policy.holdout_fraction:.0%} of the queries, scored on the rest; target accuracy "
-                f"{config.policy.target_accuracy:.0%} (Wilson lower bound, z = {config.policy.z:g})."),
+                f"{config.policy.target_accuracy:.0%} over the query mix (Wilson lower bound, z = {config.policy.z:g})."),
+        _figure("plot-frontier", "Policy frontier: the target swept against every fixed choice",
+                plot_frontier(sweep, sweep_fixed),
+                "Held-out accuracy and cost of the policy fitted at each target (labels), beside every fixed pair "
+                "scored on the same held-out queries. Met at a target when the policy reaches it no dearer than the "
+                "cheapest fixed pair that does: " + ", ".join(
+                    f"{r['target']:g} {'yes' if r['met'] else 'no'}" for r in sweep.to_dict("records")) + "."),
         _figure("plot-runs", "Run history", plot_runs(runs) if len(runs) else "<svg></svg>",
                 "Model calls per run: an unchanged corpus costs nothing."),
     ])
@@ -287,6 +348,7 @@ sleep budgets {', '.join(head['data']['sleep_budgets'])}; test budgets {', '.joi
 <h2>Selection policy: held-out scorecard</h2>
 <p>Policy choices on held-out queries: {html.escape(', '.join(f'{k}: {v}' for k, v in numbers['heldout']['choices'].items()))};
 fallback rate {heldout.fallback_rate:.1%}.</p>{_table(scorecard)}
+{published_html}
 {service_html}
 <h2>Run history</h2>{_table(runs[[c for c in run_cols if c in runs.columns]], floats=1)}
 <h2>Numbers (JSON)</h2><details><summary>every figure above, as computed</summary><pre>{html.escape(json.dumps(numbers, indent=1, default=str))}</pre></details>
