@@ -150,3 +150,43 @@ def test_caps_filter_options_and_an_impossible_cap_names_the_field(served, snaps
     assert info.value.field == "max_latency_ms"
     fast = select(snapshot, entry, None, max_latency_ms=1e6)
     assert fast.primary.option.option == free.primary.option.option
+
+
+def test_a_publish_that_brings_traffic_refits_the_policy_with_it(served, helpers, tmp_path):
+    """The service's spooled query log reaches the policy in the same publish: the data did not
+    change, the traffic did, so the plan (and its allocation) is refitted with it."""
+    from datetime import datetime, timezone
+
+    import pyarrow as pa
+
+    from sleeptime.dataset import simulate_query_log
+    from sleeptime.pipeline import RunSummary, publish
+    from sleeptime.service.querylog import QUERY_LOG_SCHEMA
+    from sleeptime.storage import Lake
+    from sleeptime.storage.warehouse import Warehouse
+
+    from sleeptime.policy.store import derive_policy
+
+    config = helpers.copy_output(served, tmp_path)
+    lake, warehouse = Lake(config.lake_dir), Warehouse(config.warehouse_path)
+    with warehouse.read() as con:
+        before = load_published_policy(con)
+    assert before.summary["traffic"]["queries_in_window"] == 0
+    rows = served.rows(set(served.ids("acme")) | set(served.ids("globex")))
+    log = simulate_query_log(rows, 120, seed=3, span_days=3.0)
+    summary = RunSummary(run_id="r20260105T000000000000", corpus="test", started_at=datetime.now(timezone.utc))
+    outcome = publish(
+        lake, warehouse, summary, gate=lambda candidate: (True, "ok"),
+        derive=lambda con: derive_policy(con, PolicyConfig(target_accuracy=0.75), summary.run_id,
+                                         ("t0-direct", "t2-steps"), ("none", "small", "large")),
+        spool=lambda: ({"query_log": pa.Table.from_pylist(log, schema=QUERY_LOG_SCHEMA)}, lambda: None),
+    )
+    assert outcome.published
+    with warehouse.read() as con:
+        after = load_published_policy(con)
+        assert con.execute("SELECT count(*) FROM query_log").fetchone()[0] == 120
+    assert after.version != before.version
+    assert after.summary["traffic"] == {"source": "query log", "queries_in_window": 120,
+                                        "contexts_with_traffic": len({r["context_id"] for r in log})}
+    busiest = max({r["context_id"] for r in log}, key=lambda c: sum(r["context_id"] == c for r in log))
+    assert after.allocation[busiest][1] > before.allocation[busiest][1]  # it expects more queries now
