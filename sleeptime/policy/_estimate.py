@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.special import betaincinv, betaln
+from scipy.special import betaincinv, betaln, ndtr
 
 OPTION = ["sleep_budget", "test_budget"]
 STRENGTH_RANGE = (1.0, 1e4)  # a prior worth between one answer and (practically) complete pooling
@@ -47,19 +47,23 @@ def marginal_strength(correct: np.ndarray, n: np.ndarray, prior_mean: np.ndarray
     correct, n, mu = correct[keep], n[keep], mu[keep]
     if len(n) < 2:
         return STRENGTH_RANGE[1]
-    m = STRENGTH_GRID[:, None]
-    a, b = m * mu[None], m * (1 - mu[None])
-    loglik = (betaln(a + correct[None], b + (n - correct)[None]) - betaln(a, b)).sum(axis=1)
-    best = loglik.max()
-    return float(STRENGTH_GRID[np.flatnonzero(loglik >= best - 1e-9)[-1]])
+
+    def best_of(grid: np.ndarray) -> float:
+        m = grid[:, None]
+        a, b = m * mu[None], m * (1 - mu[None])
+        loglik = (betaln(a + correct[None], b + (n - correct)[None]) - betaln(a, b)).sum(axis=1)
+        return float(grid[np.flatnonzero(loglik >= loglik.max() - 1e-9)[-1]])
+
+    # Coarse then fine (the likelihood is smooth in log m): 17 + 11 evaluations instead of 81.
+    coarse = best_of(STRENGTH_GRID[::5])
+    fine = STRENGTH_GRID[(STRENGTH_GRID >= coarse / 10**0.25 - 1e-9) & (STRENGTH_GRID <= coarse * 10**0.25 + 1e-9)]
+    return best_of(fine)
 
 
 def beta_lower(mean: np.ndarray, size: np.ndarray, z: float) -> np.ndarray:
     """The one-sided lower credible bound of a Beta(mean * size, (1 - mean) * size) at the normal
     quantile ``z`` (1.96: 2.5 %)."""
-    from scipy.stats import norm
-
-    alpha = norm.sf(z)
+    alpha = ndtr(-z)  # the normal upper tail (scipy.special: importing scipy.stats costs 2 s)
     mean = np.clip(np.asarray(mean, float), _EPS / 10, 1 - _EPS / 10)
     size = np.maximum(np.asarray(size, float), 1e-6)
     return betaincinv(mean * size, (1 - mean) * size, alpha)

@@ -29,7 +29,6 @@ import pandas as pd
 from sleeptime.policy._estimate import Estimates, beta_lower, estimate, logit, sigmoid
 from sleeptime.policy._optimize import Plan, Problem, optimise, solve
 from sleeptime.policy._traffic import expected_queries, prior_queries
-from sleeptime.policy._version import _csv_digest
 from sleeptime.policy._wilson import wilson_lower_bound
 
 RAW = "none"
@@ -113,9 +112,12 @@ def prepare_answers(answers: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"answers frame lacks columns {missing}")
     columns = list(ANSWER_COLUMNS) + (["latency_s"] if "latency_s" in answers.columns else [])
     df = answers.loc[answers["correct"].notna(), columns].copy()
-    for col in ("query_id", "context_id", "sleep_budget", "test_budget"):
-        df[col] = df[col].astype(str)
-    df["kind"] = df["kind"].fillna("unknown").astype(str)
+    df["query_id"] = df["query_id"].astype(str)
+    df["kind"] = df["kind"].fillna("unknown")
+    # Categorical keys: every groupby of the fit then works on codes (factorizing 3.6M strings
+    # per groupby took about 2 s of a 17 s fit at 10M answers).
+    for col in ("context_id", "kind", "sleep_budget", "test_budget"):
+        df[col] = df[col].astype(str).astype("category")
     df["correct"] = df["correct"].astype(bool)
     df["completion_tokens"] = pd.to_numeric(df["completion_tokens"]).astype(float)
     df["cost_usd"] = pd.to_numeric(df["cost_usd"]).fillna(0.0).astype(float)
@@ -283,14 +285,22 @@ def _mix_choice(acc: np.ndarray, cost: np.ndarray, mix: np.ndarray, sleep_index:
     return best[1], best[2]
 
 
+def _digest(frame: pd.DataFrame, columns: list[str]) -> str:
+    """An order-independent digest of ``frame``'s rows: the count, sum and xor of per-row hashes
+    (vectorized; the version must not depend on the order the warehouse returns rows in, and a
+    sorted CSV of 3.6M answers took 6 s)."""
+    if frame.empty:
+        return "0"
+    h = pd.util.hash_pandas_object(frame[columns].reset_index(drop=True), index=False).to_numpy(dtype=np.uint64)
+    return f"{len(h)}:{int(h.sum(dtype=np.uint64))}:{int(np.bitwise_xor.reduce(h))}"
+
+
 def _version(settings: PolicySettings, answers: pd.DataFrame, sleep: pd.DataFrame, traffic: Mapping[str, int] | None) -> str:
     digest = hashlib.sha256()
     digest.update(b"policy-v2\n")
     digest.update(settings.to_json().encode())
-    digest.update(b"\nanswers\n")
-    _csv_digest(digest, answers[list(ANSWER_COLUMNS)], list(ANSWER_COLUMNS))
-    digest.update(b"\nsleep\n")
-    _csv_digest(digest, sleep, ["context_id", "sleep_budget"])
+    digest.update(b"\nanswers\n" + _digest(answers, list(ANSWER_COLUMNS)).encode())
+    digest.update(b"\nsleep\n" + _digest(sleep, list(SLEEP_COLUMNS)).encode())
     digest.update(b"\ntraffic\n")
     digest.update(json.dumps(sorted((traffic or {}).items())).encode())
     return "p_" + digest.hexdigest()[:16]

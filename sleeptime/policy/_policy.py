@@ -114,7 +114,7 @@ class Policy:
     settings: PolicySettings
     table: pd.DataFrame  # every stored row but the context ones (kept small for the report and explain)
     summary: dict[str, Any]
-    planned: dict[tuple[str, str], Choice]  # (context, kind or "*") -> the planned option
+    planned: _PlannedRows  # (context, kind or "*") -> the planned option
     defaults: dict[str, Choice]  # kind or "*" -> the plan of an unseen context
     pool: dict[str, tuple[Choice, ...]]  # kind or "*" -> measured options, best trade-off first
     allocation: dict[str, tuple[str, float]]  # context -> (sleep budget, expected queries)
@@ -141,20 +141,17 @@ class Policy:
         lam = float(summary["lambda"])
         usd = settings.cost_metric == "usd"
 
-        ctx = frame[frame["scope"] == "context"]
-        planned: dict[tuple[str, str], Choice] = {}
+        is_context = (frame["scope"] == "context").to_numpy()
+        ctx = frame[is_context]
         unmet = not summary.get("target_met", False)
         plan_reason = (
             f"{FALLBACK_REASON} over the query mix: the plan is the most accurate one" if unmet
             else "the context's planned option: it minimises cost - price x accuracy for this context"
         )
-        if len(ctx):
-            cols = {c: ctx[c].tolist() for c in ROW_COLUMNS if c in ctx}
-            for i in range(len(ctx)):
-                row = {c: cols[c][i] for c in cols}
-                planned[(str(row["scope_value"]), str(row["kind"]))] = _choice(row, reason=plan_reason, fallback=unmet)
-
-        table = frame[frame["scope"] != "context"].reset_index(drop=True)
+        # Context rows stay columns; a Choice is made when a query asks (a reload at 12.5k contexts
+        # would otherwise build 60k objects it may never use).
+        planned = _PlannedRows(ctx, plan_reason, unmet)
+        table = frame[~is_context].reset_index(drop=True)
         pool: dict[str, list[tuple[float, Choice]]] = {}
         defaults: dict[str, Choice] = {}
         for row in table[table["scope"].isin(["kind", "corpus"])].to_dict("records"):
@@ -199,10 +196,15 @@ class Policy:
         policy._rows = rows
         return policy
 
-    def records(self) -> list[dict[str, Any]]:
-        """Every stored row (context rows included), as published; empty for a policy loaded from
-        rows, which were published already."""
+    def rows(self) -> pd.DataFrame:
+        """Every stored row (context rows included), as the publish stores them (without the run
+        id); empty for a policy loaded from rows, which were published already."""
         return self._rows
+
+    def records(self) -> list[dict[str, Any]]:
+        """``rows()`` as dicts (NaN as None)."""
+        frame = self._rows
+        return frame.astype(object).where(frame.notna(), None).to_dict("records") if len(frame) else []
 
     # -- selection --------------------------------------------------------------------------
     def _kind(self, kind: str | None) -> str:
@@ -359,7 +361,28 @@ class Policy:
                 )
         return "\n".join(lines)
 
-    _rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    _rows: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+
+
+class _PlannedRows:
+    """The ``context`` rows, looked up by (context, kind) and turned into a Choice on demand."""
+
+    _COLUMNS = ("scope", "scope_value", "kind", "sleep_budget", "test_budget", "n", "estimate", "estimate_lower",
+                "cost_weighted", "cost_usd", "mean_latency_ms")
+
+    def __init__(self, rows: pd.DataFrame, reason: str, fallback: bool):
+        self._cols = {c: rows[c].tolist() for c in self._COLUMNS} if len(rows) else {c: [] for c in self._COLUMNS}
+        self._index = {(str(c), str(k)): i for i, (c, k) in enumerate(zip(self._cols["scope_value"], self._cols["kind"]))}
+        self._reason, self._fallback = reason, fallback
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def get(self, key: tuple[str, str]) -> Choice | None:
+        i = self._index.get(key)
+        if i is None:
+            return None
+        return _choice({c: values[i] for c, values in self._cols.items()}, reason=self._reason, fallback=self._fallback)
 
 
 def _fields(choice: Choice) -> dict[str, Any]:
@@ -386,7 +409,7 @@ def _caps_message(pool: Iterable[Choice], max_cost: float | None, max_latency_ms
     return "no option is within " + " and ".join(detail)
 
 
-def policy_rows(fit: _FitResult) -> list[dict[str, Any]]:
+def policy_rows(fit: _FitResult) -> pd.DataFrame:
     """The rows a fit stores (without the run id, which the publish adds)."""
     s, g, plan, p = fit.settings, fit.grid, fit.plan, fit.problem
     usd = s.cost_metric == "usd"
@@ -482,50 +505,79 @@ def policy_rows(fit: _FitResult) -> list[dict[str, Any]]:
                        float(mix @ g.tokens[:, si, ti]), float(mix @ g.usd[:, si, ti]), int(r["n"]), int(r["correct"]),
                        (si, ti) == (d_s, d_t))
 
-    # Per-context plans, and allocations. Each allocation row also keeps where the context's best
-    # sleep budget changes with its expected queries (at the same price of accuracy), so that a
-    # refresh re-plans it when traffic moves without refitting anything.
+    # Per-context plans, and allocations (vectorized: 12.5k contexts at the 10M-answer scale). Each
+    # allocation row also keeps where the context's best sleep budget changes with its expected
+    # queries (at the same price of accuracy), so that a refresh re-plans it when traffic moves
+    # without refitting anything.
+    frames = [pd.DataFrame(rows)]
     m_ctx = fit.est.m_context
+    C, J = len(g.contexts), len(g.kinds)
+    contexts = np.array(g.contexts, dtype=object)
+    sleep_names, test_names = np.array(g.sleep, dtype=object), np.array(g.test, dtype=object)
+    c_idx = np.arange(C)
+    queries = p.queries.astype(float)
     by_queries = [(q, fit.sleep_by_queries(q)) for q in ALLOCATION_GRID if q > 0]
-    for c, context_id in enumerate(g.contexts):
-        q = float(p.queries[c])
-        sc = int(plan.sleep[c])
-        st, su = float(g.sleep_tokens[c, sc]), float(g.sleep_usd[c, sc])
+    steps_json = []
+    for c in range(C):
         steps: list[list[Any]] = [[0.0, RAW]]
         for grid_q, budgets in by_queries:
             if g.sleep[int(budgets[c])] != steps[-1][1]:
                 steps.append([grid_q, g.sleep[int(budgets[c])]])
-        add(scope="allocation", scope_value=context_id, sleep_budget=g.sleep[sc], test_budget="",
-            n=int(g.counts[c].sum()), expected_queries=q, sleep_tokens_per_context=st, sleep_cost_usd_per_context=su,
-            chosen=True, detail_json=json.dumps({"by_expected_queries": steps}))
-        picks = [(kind, int(plan.option_sleep[c, j]), int(plan.option_test[c, j]), np.eye(len(g.kinds))[j])
-                 for j, kind in enumerate(g.kinds)]
-        ms, mt = _mix_choice(acc[c], cost_arr, p.mix[c], sc, plan.lam)
-        picks.append((ANY_KIND, ms, mt, p.mix[c]))
-        for kind, si, ti, weights in picks:
-            est = float(np.nansum(weights * acc[c, :, si, ti]))
-            tokens = float(weights @ g.tokens[:, si, ti])
-            test_usd = float(weights @ g.usd[:, si, ti])
-            n = int(g.own_n[c, si, ti])
-            correct = int(g.own_correct[c, si, ti])
-            lower = float(beta_lower(np.array([est]), np.array([m_ctx + n]), s.z)[0])
-            sleep_t, sleep_u = (float(g.sleep_tokens[c, si]), float(g.sleep_usd[c, si])) if si else (0.0, 0.0)
-            add(scope="context", scope_value=context_id, kind=kind, sleep_budget=g.sleep[si], test_budget=g.test[ti],
-                n=n, correct=correct, accuracy=correct / n if n else None,
-                wilson_lower=float(wilson_lower_bounds(np.array([correct]), np.array([n]), s.z)[0]),
-                estimate=est, estimate_lower=lower, mean_test_tokens=tokens, mean_test_cost_usd=test_usd,
-                sleep_tokens_per_context=sleep_t, sleep_cost_usd_per_context=sleep_u, expected_queries=q,
-                cost_weighted=sleep_t / q + w * tokens, cost_usd=sleep_u / q + test_usd,
-                mean_latency_ms=latency.get((g.sleep[si], g.test[ti])), adequate=bool(lower >= s.target_accuracy),
-                chosen=True)
+        steps_json.append(json.dumps({"by_expected_queries": steps}))
+    frames.append(pd.DataFrame({
+        "scope": "allocation", "scope_value": contexts, "kind": "", "sleep_budget": sleep_names[plan.sleep],
+        "test_budget": "", "n": g.counts.sum(axis=1).astype(int), "expected_queries": queries,
+        "sleep_tokens_per_context": g.sleep_tokens[c_idx, plan.sleep], "sleep_cost_usd_per_context": g.sleep_usd[c_idx, plan.sleep],
+        "adequate": False, "chosen": True, "detail_json": steps_json,
+    }))
+    # One row per (context, kind): the kind's planned option; and per context for an unknown kind.
+    mix_s, mix_t = np.zeros(C, dtype=int), np.zeros(C, dtype=int)
+    for c in range(C):
+        mix_s[c], mix_t[c] = _mix_choice(acc[c], cost_arr, p.mix[c], int(plan.sleep[c]), plan.lam)
+    weights = np.concatenate([np.repeat(np.eye(J)[None], C, axis=0), p.mix[:, None, :]], axis=1)  # [C, J+1, J]
+    o_sleep = np.concatenate([plan.option_sleep, mix_s[:, None]], axis=1)  # [C, J+1]
+    o_test = np.concatenate([plan.option_test, mix_t[:, None]], axis=1)
+    cc = np.repeat(c_idx[:, None], J + 1, axis=1)
+    acc_at = np.nan_to_num(acc[cc[..., None], np.arange(J)[None, None, :], o_sleep[..., None], o_test[..., None]], nan=0.0)
+    est = (weights * acc_at).sum(axis=2)
+    tokens = (weights * g.tokens[np.arange(J)[None, None, :], o_sleep[..., None], o_test[..., None]]).sum(axis=2)
+    test_usd = (weights * g.usd[np.arange(J)[None, None, :], o_sleep[..., None], o_test[..., None]]).sum(axis=2)
+    n_own = g.own_n[cc, o_sleep, o_test]
+    correct_own = g.own_correct[cc, o_sleep, o_test]
+    lower = beta_lower(est.ravel(), (m_ctx + n_own).ravel(), s.z).reshape(est.shape)
+    has_cprime = o_sleep > 0
+    sleep_t = np.where(has_cprime, g.sleep_tokens[cc, o_sleep], 0.0)
+    sleep_u = np.where(has_cprime, g.sleep_usd[cc, o_sleep], 0.0)
+    q = np.repeat(queries[:, None], J + 1, axis=1)
+    lat = np.array([[latency.get((g.sleep[si], g.test[ti]), np.nan) for ti in range(len(g.test))] for si in range(len(g.sleep))])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        own_acc = np.where(n_own > 0, correct_own / np.maximum(n_own, 1), np.nan)
+    frames.append(pd.DataFrame({
+        "scope": "context", "scope_value": np.repeat(contexts, J + 1),
+        "kind": np.tile(np.array([*g.kinds, ANY_KIND], dtype=object), C),
+        "sleep_budget": sleep_names[o_sleep].ravel(), "test_budget": test_names[o_test].ravel(),
+        "n": n_own.ravel().astype(int), "correct": correct_own.ravel().astype(int), "accuracy": own_acc.ravel(),
+        "wilson_lower": wilson_lower_bounds(correct_own.ravel(), n_own.ravel(), s.z),
+        "estimate": est.ravel(), "estimate_lower": lower.ravel(), "mean_test_tokens": tokens.ravel(),
+        "mean_test_cost_usd": test_usd.ravel(), "sleep_tokens_per_context": sleep_t.ravel(),
+        "sleep_cost_usd_per_context": sleep_u.ravel(), "expected_queries": q.ravel(),
+        "cost_weighted": (sleep_t / q + w * tokens).ravel(), "cost_usd": (sleep_u / q + test_usd).ravel(),
+        "mean_latency_ms": lat[o_sleep, o_test].ravel(), "adequate": (lower >= s.target_accuracy).ravel(), "chosen": True,
+    }))
+    rows = []
     for q in ALLOCATION_GRID:
         budget = g.sleep[int(fit.default_plan(q).sleep[0])] if q > 0 else RAW
         add(scope="allocation_default", scope_value=f"{q:g}", sleep_budget=budget, test_budget="", expected_queries=q,
             sleep_tokens_per_context=float(g.mean_sleep_tokens[g.sleep.index(budget)]),
             sleep_cost_usd_per_context=float(g.mean_sleep_usd[g.sleep.index(budget)]), chosen=True)
 
-    settings_json = s.to_json()
-    for row in rows:
-        row["policy_version"] = fit.version
-        row["settings_json"] = settings_json
-    return rows
+    frames.append(pd.DataFrame(rows))
+    frame = pd.concat([f for f in frames if len(f)], ignore_index=True)
+    for column in ROW_COLUMNS:
+        if column not in frame:
+            frame[column] = None
+    frame = frame[list(ROW_COLUMNS)]
+    frame["kind"] = frame["kind"].fillna("")
+    frame.insert(0, "settings_json", s.to_json())
+    frame.insert(0, "policy_version", fit.version)
+    return frame

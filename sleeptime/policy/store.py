@@ -9,13 +9,13 @@ served is exactly what the gate approved, whatever the reader's own configuratio
 
 from __future__ import annotations
 
-from typing import Any
-
 import duckdb
+import pyarrow as pa
 
 from sleeptime.config import PolicyConfig
 from sleeptime.policy._fit import PolicySettings, fit_policy
 from sleeptime.policy._policy import Policy
+from sleeptime.storage.lake import as_arrow
 
 # What the fit reads: the graded regular answers (sample_index 0, gold known, current data, kind
 # from the query) in the columns the fit uses, and the sleep cost per (context, budget). Arrow
@@ -74,12 +74,13 @@ def fit_from_snapshot(con: duckdb.DuckDBPyConnection, config: PolicyConfig, test
     return fit_policy(answers, sleep, settings_from(config, test_budget_order, sleep_budget_order), traffic)
 
 
-def policy_rows(policy: Policy, run_id: str) -> list[dict[str, Any]]:
-    return [{**record, "run_id": run_id} for record in policy.records()]
+def policy_rows(policy: Policy, run_id: str) -> pa.Table:
+    """The policy's rows as the ``policies`` table stores them."""
+    return as_arrow("policies", pa.Table.from_pandas(policy.rows().assign(run_id=run_id), preserve_index=False))
 
 
 def derive_policy(con: duckdb.DuckDBPyConnection, config: PolicyConfig, run_id: str,
-                  test_budget_order: tuple[str, ...] = (), sleep_budget_order: tuple[str, ...] = ()) -> dict[str, list[dict[str, Any]]]:
+                  test_budget_order: tuple[str, ...] = (), sleep_budget_order: tuple[str, ...] = ()) -> dict[str, pa.Table]:
     """Rows to add to a candidate warehouse (open on ``con``): a new policy version, or nothing
     if it is unchanged."""
     policy = fit_from_snapshot(con, config, test_budget_order, sleep_budget_order)
