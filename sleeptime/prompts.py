@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-PROMPT_VERSION = "v1"
+PROMPT_VERSION = "v2"  # v2: notes with likely questions and answers (real models read c' as notes)
 
 SLEEP_TRIGGER = "[trigger_rethink_memory]"
 MEMORY_LIMIT_CHARS = 5000
@@ -26,10 +26,12 @@ SLEEP_SYSTEM = (
 SLEEP_USER = (
     SLEEP_TRIGGER
     + " New situation:\n{context}\n\n"
-    "Rewrite your memory block for this context. Write useful quantities, inferences, calculations and "
-    "reasoning to prepare for future questions. Write one derived fact per line, show the calculation "
-    "that gives each value, and derive the quantities that others depend on first. Do not repeat the "
-    f"context. Keep the memory block under {MEMORY_LIMIT_CHARS} characters."
+    "Rewrite your memory block for this context as notes. Write useful quantities, inferences, "
+    "calculations and reasoning to prepare for future questions. Write one derived fact per line, show the "
+    "calculation that gives each value, and derive the quantities that others depend on first. Then list "
+    "the questions users are most likely to ask, each with its answer. Write notes, not more story: a "
+    "reader must never mistake a note for a new event. Do not repeat the context. Keep the memory block "
+    f"under {MEMORY_LIMIT_CHARS} characters."
 )
 
 # The five published test-time verbosity levels, cheapest first.
@@ -83,13 +85,19 @@ def clip_memory(text: str) -> str:
 # --- answer extraction and scoring, as published ---------------------------------------------
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-_ANSWER_IS = re.compile(r"answer is\s*:?\s*\$?(-?[\d,]*\.?\d+)", re.IGNORECASE)
+# "The answer is 42", "The answer is: **$1,200**", "Answer: 42", "**Final answer:** 42 marbles".
+_ANSWER_IS = re.compile(r"answer(?:\s+is|\s*[:=])[\s:*_$]*(-?[\d,]*\.?\d+)", re.IGNORECASE)
+_CODE_BLOCK = re.compile(r"```.*?(?:```|$)", re.DOTALL)
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 _AIME_INT = re.compile(r"(?<!\d)(\d{1,3})(?!\d)")
 
 
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+
+
 def _clean(reply: str) -> str:
-    return reply.replace("$", "").replace(",", "")
+    """Drop "$" and thousands separators ("1,234"); a comma in "3,4" or "3, 4" separates numbers."""
+    return _THOUSANDS.sub("", reply.replace("$", ""))
 
 
 def normalize_number(value: str) -> str | None:
@@ -119,7 +127,12 @@ def extract_answer(reply: str, style: Literal["gsm", "aime"] = "gsm") -> str | N
         return normalize_number(explicit[-1])
     if re.search(r"answer is\s*:?\s*unknown", reply, re.IGNORECASE):
         return None
-    numbers = _NUMBER.findall(_clean(reply))
+    boxed = _BOXED.findall(reply)
+    if boxed and normalize_number(boxed[-1]) is not None:
+        return normalize_number(boxed[-1])
+    # A code block's numbers are the program's, not its result: look outside first.
+    prose = _CODE_BLOCK.sub(" ", reply)
+    numbers = _NUMBER.findall(_clean(prose)) or _NUMBER.findall(_clean(reply))
     return normalize_number(numbers[-1]) if numbers else None
 
 
