@@ -56,3 +56,18 @@ def test_memory_is_clipped_at_a_line():
     text = "\n".join(["x" * 99] * 100)
     clipped = clip_memory(text)
     assert len(clipped) <= MEMORY_LIMIT_CHARS and clipped.endswith("x")
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ("Leo has 12 + 30 = 42 marbles.\nThe answer is 42.", "42"),
+    ("Answer: 42", "42"),
+    ("**Final answer:** 1,234 marbles", "1234"),
+    ("The answer is **17**.", "17"),
+    ("So the total is \\boxed{12}", "12"),
+    ("```python\nmia = 5\nleo = mia * 2\nprint(leo)\n```\nLeo has 10 apples.", "10"),
+    ("```python\na = 5\nprint(a * 2)\n```", "2"),  # only code: its last number, for want of better
+    ("Mia has 3,4 or 5 shells; she has 5.", "5"),  # "3,4" is a list, not three thousand and four
+    ("The answer is $1,700.", "1700"),
+])
+def test_answers_in_what_real_models_write(reply, expected):
+    assert extract_answer(reply) == expected
