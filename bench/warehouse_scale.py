@@ -344,9 +344,9 @@ def phase_fit(args) -> dict:
     t = time.perf_counter()
     policy = _fit.fit_policy(answers, sleep, settings)
     fit_only_s = time.perf_counter() - t
-    prepared = _fit._prepare_answers(answers)
+    prepared = _fit.prepare_answers(answers)
     t = time.perf_counter()
-    _fit._version(settings, prepared, _fit.SleepCosts(sleep).frame)
+    _fit._version(settings, prepared, _fit.SleepCosts(sleep).frame, {})
     version_s = time.perf_counter() - t
     breakdown = {"read_s": read_s, "fit_policy_s": fit_only_s, "version_s": version_s, "answer_rows": len(answers),
                  "sleep_rows": len(sleep), "same_version": policy.version == (rows[0]["policy_version"] if rows else None)}
