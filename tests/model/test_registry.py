@@ -162,13 +162,14 @@ def test_registry_path_is_relative_to_the_config_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # not the config's folder
     cfg = load_config(config)
     assert cfg.model_registry == tmp_path / "conf" / "models.yaml"
-    assert set(cfg.models) == {"reference", "smollm2", "extra"} and cfg.test_model == "extra"
+    assert set(cfg.models) == {"reference", "smollm2", "qwen-coder-1.5b", "qwen-coder-0.5b", "extra"}
+    assert cfg.test_model == "extra"
     # Without a config file a relative path is read from the working directory.
     monkeypatch.chdir(tmp_path / "conf")
     assert "extra" in RunConfig(model_registry=Path("models.yaml")).models
     # A dumped config keeps only the inline models and reloads (re-reading the registry) unchanged.
     dumped = cfg.model_dump(mode="json")
-    assert set(dumped["models"]) == {"reference", "smollm2"}
+    assert set(dumped["models"]) == {"reference", "smollm2", "qwen-coder-1.5b", "qwen-coder-0.5b"}
     again = _write(tmp_path, yaml.safe_dump(dumped), "again.yaml")
     reloaded = load_config(again)
     assert reloaded.models["extra"] == cfg.models["extra"] and reloaded.model_registry == cfg.model_registry

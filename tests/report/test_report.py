@@ -16,7 +16,8 @@ from sleeptime.report import write_report
 from sleeptime.storage import Lake, answer_record, context_record, query_record, variant_record
 from sleeptime.storage.warehouse import Warehouse
 
-PLOTS = ["plot-accuracy-tokens", "plot-sleep-scaling", "plot-amortization", "plot-predictability", "plot-heldout", "plot-runs"]
+PLOTS = ["plot-accuracy-tokens", "plot-sleep-scaling", "plot-amortization", "plot-predictability", "plot-heldout",
+         "plot-frontier", "plot-runs"]
 
 
 @pytest.fixture(scope="module")
