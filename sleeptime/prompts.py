@@ -35,12 +35,15 @@ SLEEP_USER = (
 )
 
 # The five published test-time verbosity levels, cheapest first.
+# "where N is the number": Qwen2.5-Coder-0.5B answered a literal "The answer is N." to the bare
+# published wording (bench/results/real_llm_quick.md).
+_END = 'end with the sentence "The answer is N." where N is the number'
 VERBOSITY_INSTRUCTIONS: tuple[str, ...] = (
-    "Respond directly with a single sentence: The answer is N.",
-    "Answer briefly: show only the minimal working, then end with: The answer is N.",
-    "Show your working one step per line, then end with: The answer is N.",
-    "Explain your reasoning step by step, naming the fact each step uses, then end with: The answer is N.",
-    "Explain each step in detail, recompute and double-check every step, then end with: The answer is N.",
+    'Respond directly with a single sentence: "The answer is N." where N is the number.',
+    f"Answer briefly: show only the minimal working, then {_END}.",
+    f"Show your working one step per line, then {_END}.",
+    f"Explain your reasoning step by step, naming the fact each step uses, then {_END}.",
+    f"Explain each step in detail, recompute and double-check every step, then {_END}.",
 )
 
 TEST_SYSTEM = (
