@@ -71,3 +71,20 @@ def test_memory_is_clipped_at_a_line():
 ])
 def test_answers_in_what_real_models_write(reply, expected):
     assert extract_answer(reply) == expected
+
+
+def test_recorded_qwen_replies_are_scored_as_the_model_meant():
+    """Replies Qwen2.5-Coder 1.5B and 0.5B wrote in bench/real_llm.py --quick (prose, LaTeX,
+    \\boxed{}, a literal "The answer is N."): the extraction reads the number the reply ends on,
+    so a reply is scored right exactly when its final number is the gold answer."""
+    import json
+    from pathlib import Path
+
+    from sleeptime.prompts import score
+
+    replies = json.loads((Path(__file__).parent / "fixtures" / "qwen_replies.json").read_text())
+    assert len(replies) >= 15 and any(r["correct"] for r in replies) and not all(r["correct"] for r in replies)
+    for r in replies:
+        assert score(extract_answer(r["reply"]), r["gold"]) == r["correct"], r["reply"][-120:]
+    literal = [r for r in replies if r["reply"].strip() == "The answer is N."]
+    assert literal and all(extract_answer(r["reply"]) is None for r in literal)  # no number: no answer
