@@ -466,7 +466,6 @@ def policy_rows(fit: _FitResult) -> pd.DataFrame:
     # Average-context options: per kind, and for the mix (corpus).
     corpus_counts = fit.est.corpus.set_index(["sleep_budget", "test_budget"])
     kind_counts = fit.est.kind.set_index(["kind", "sleep_budget", "test_budget"])
-    mean_sleep = g.mean_sleep_usd if usd else g.mean_sleep_tokens
 
     def option_row(scope: str, kind: str, si: int, ti: int, est: float, lower: float, tokens: float, test_usd: float,
                    n: int, correct: int, chosen: bool) -> None:
@@ -480,7 +479,6 @@ def policy_rows(fit: _FitResult) -> pd.DataFrame:
             cost_weighted=sleep_tokens / q + w * tokens, cost_usd=sleep_usd / q + test_usd,
             mean_latency_ms=latency.get((g.sleep[si], g.test[ti])), adequate=bool(lower >= s.target_accuracy), chosen=chosen)
 
-    del mean_sleep
     for j, kind in enumerate(g.kinds):
         for si in range(len(g.sleep)):
             for ti in range(len(g.test)):
@@ -564,7 +562,7 @@ def policy_rows(fit: _FitResult) -> pd.DataFrame:
         "cost_weighted": (sleep_t / q + w * tokens).ravel(), "cost_usd": (sleep_u / q + test_usd).ravel(),
         "mean_latency_ms": lat[o_sleep, o_test].ravel(), "adequate": (lower >= s.target_accuracy).ravel(), "chosen": True,
     }))
-    rows = []
+    rows = []  # the allocation_default rows, through add()
     for q in ALLOCATION_GRID:
         budget = g.sleep[int(fit.default_plan(q).sleep[0])] if q > 0 else RAW
         add(scope="allocation_default", scope_value=f"{q:g}", sleep_budget=budget, test_budget="", expected_queries=q,
