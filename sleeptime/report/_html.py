@@ -124,42 +124,38 @@ def plot_predictability(table: list[dict[str, Any]]) -> str:
     return _svg(fig)
 
 
-def plot_heldout(report: HeldOutReport) -> str:
+def _fixed_pairs_figure(fixed: pd.DataFrame):
+    """A held-out scorecard plot with every fixed pair drawn: (fig, ax) for the policy to join."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    fixed = report.fixed
     sleep = fixed[fixed["sleep_budget"] != NONE]
     raw = fixed[fixed["sleep_budget"] == NONE]
     ax.scatter(sleep["cost_weighted"], sleep["accuracy"], color="#1f77b4", label="fixed (sleep budget, test budget)")
     ax.scatter(raw["cost_weighted"], raw["accuracy"], color="#7f7f7f", marker="s", label="fixed, test-time only")
-    ax.scatter([report.policy_cost_weighted], [report.policy_accuracy], color="#d62728", marker="*", s=250,
-               label="selection policy", zorder=5)
     ax.set_xscale("log")
     ax.set_xlabel("cost per query on held-out queries (weighted tokens, log)")
     ax.set_ylabel("held-out accuracy")
     ax.set_ylim(0, 1.05)
     ax.grid(alpha=0.3)
+    return fig, ax
+
+
+def plot_heldout(report: HeldOutReport) -> str:
+    fig, ax = _fixed_pairs_figure(report.fixed)
+    ax.scatter([report.policy_cost_weighted], [report.policy_accuracy], color="#d62728", marker="*", s=250,
+               label="selection policy", zorder=5)
     ax.legend(fontsize=8, loc="lower right")
     return _svg(fig)
 
 
 def plot_frontier(per_target: pd.DataFrame, fixed: pd.DataFrame) -> str:
     """The policy as its target sweeps (a line), every fixed pair as a point, held-out queries."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    sleep = fixed[fixed["sleep_budget"] != NONE]
-    raw = fixed[fixed["sleep_budget"] == NONE]
-    ax.scatter(sleep["cost_weighted"], sleep["accuracy"], color="#1f77b4", label="fixed (sleep budget, test budget)")
-    ax.scatter(raw["cost_weighted"], raw["accuracy"], color="#7f7f7f", marker="s", label="fixed, test-time only")
+    fig, ax = _fixed_pairs_figure(fixed)
     ordered = per_target.sort_values("target")
     ax.plot(ordered["policy_cost_weighted"], ordered["policy_accuracy"], "*-", color="#d62728", ms=10,
             label="selection policy, target swept", zorder=5)
     for _, r in ordered.iterrows():
         ax.annotate(f"{r['target']:g}", (r["policy_cost_weighted"], r["policy_accuracy"]), textcoords="offset points",
                     xytext=(6, -10), fontsize=7, color="#d62728")
-    ax.set_xscale("log")
-    ax.set_xlabel("cost per query on held-out queries (weighted tokens, log)")
-    ax.set_ylabel("held-out accuracy")
-    ax.set_ylim(0, 1.05)
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     return _svg(fig)
 
