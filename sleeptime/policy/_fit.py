@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from sleeptime.policy._estimate import Estimates, beta_lower, estimate, logit, sigmoid
+from sleeptime.policy._estimate import Estimates, estimate, logit, sigmoid
 from sleeptime.policy._optimize import Plan, Problem, optimise, solve
 from sleeptime.policy._traffic import expected_queries, prior_queries
 from sleeptime.policy._wilson import wilson_lower_bound
@@ -396,4 +396,4 @@ class _FitResult:
         return {k: float(v) for k, v in means.items() if v == v}
 
 
-__all__ = ["PolicySettings", "SleepCosts", "fit_policy", "prepare_answers", "required_accuracy", "beta_lower"]
+__all__ = ["PolicySettings", "SleepCosts", "fit_policy", "prepare_answers", "required_accuracy"]
