@@ -42,8 +42,10 @@ from sleeptime.storage.lake import (
     load_extensions,
     upsert_sql,
 )
+from sleeptime.storage import summaries
 from sleeptime.storage.records import SCHEMAS
 
+SUMMARIES_MIGRATION = 7  # 007_summaries.sql
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "warehouse" / "migrations"
 
 
@@ -88,6 +90,8 @@ class Candidate:
         self.con = con  # read-write, with the lake attached read-only as ``lake``
         self.lake_snapshot = lake_snapshot
         self.rows_applied: dict[str, int] = {}
+        self.contexts_summarised = 0
+        summaries.create_scope(con)
 
     def apply(self, table: str, rows: pa.Table | str) -> int:
         """Upsert rows by key: an Arrow table, or a SQL relation name (``lake.staging.answers``)."""
@@ -101,6 +105,8 @@ class Candidate:
         try:
             n = self.con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]
             if n:
+                if table in summaries.CONTEXT_TABLES:
+                    summaries.mark_touched(self.con, source)
                 for sql in upsert_sql(table, table, source):
                     self.con.execute(sql)
                 self.rows_applied[table] = self.rows_applied.get(table, 0) + n
@@ -111,7 +117,13 @@ class Candidate:
 
     def apply_staged(self, tables: tuple[str, ...]) -> int:
         """Apply the lake's staged rows: the candidate then shows what the publish commit will."""
-        return sum(self.apply(t, f"{ALIAS}.{STAGING}.{t}") for t in tables)
+        n = sum(self.apply(t, f"{ALIAS}.{STAGING}.{t}") for t in tables)
+        self.refresh_summaries()
+        return n
+
+    def refresh_summaries(self, everything: bool = False) -> None:
+        """Recompute the summaries of the contexts the rows applied so far touched."""
+        self.contexts_summarised += summaries.refresh(self.con, everything)
 
     def catch_up(self, until: int) -> int:
         """Apply every row the published lake tables gained after this file's snapshot."""
@@ -121,10 +133,12 @@ class Candidate:
         for table in SCHEMAS:
             n += self.apply(table, f"({insertions_sql(table, self.lake_snapshot, until)})")
         self.lake_snapshot = until
+        self.refresh_summaries()
         return n
 
     def finish(self, lake_snapshot: int) -> None:
         """Record the lake snapshot this file now reflects, checkpoint and close it."""
+        self.refresh_summaries()
         self.con.execute("DELETE FROM build_info")
         self.con.execute(
             "INSERT INTO build_info VALUES (current_timestamp, ?, ?)",
@@ -195,7 +209,7 @@ class Warehouse:
             shutil.copyfile(self.path, path)
         con = duckdb.connect(str(path))
         try:
-            apply_migrations(con)
+            migrated = apply_migrations(con)
             load_extensions(con, lake.catalog)
             con.execute(lake.attach_sql(read_only=True))
             now = int(con.execute(f"SELECT id FROM {ALIAS}.current_snapshot()").fetchone()[0])
@@ -204,8 +218,11 @@ class Warehouse:
                 for table in SCHEMAS:
                     cols = ", ".join(SCHEMAS[table].names)
                     con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {ALIAS}.{MAIN}.{table} AT (VERSION => {now})")
+                candidate.refresh_summaries(everything=True)
             else:
                 candidate = Candidate(path, con, base)
+                if SUMMARIES_MIGRATION in migrated:  # a file from before the summaries: fill them
+                    candidate.refresh_summaries(everything=True)
                 candidate.catch_up(now)
         except BaseException:
             con.close()

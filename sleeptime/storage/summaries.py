@@ -1,0 +1,119 @@
+"""Per-context summaries the warehouse keeps beside its tables, updated with every publish.
+
+The dashboards' aggregate views (v_accuracy_by_budget, v_cost_per_query, v_pass_at_k) and the
+policy fit need sums over every current answer. At 10M answers, aggregating ``answers_current``
+(a join of every answer with the current context versions and variants) took 1-6 s per query on
+DuckDB 1.5.5, and the fit's read 10 s. So the warehouse keeps those sums per context in small
+tables, and a publish recomputes the rows of exactly the contexts whose data it touched (a new
+version, query, variant or answer of the context): the work follows what changed, and the
+result equals a recomputation from scratch by construction (tests/storage/test_summaries.py).
+
+Every summary is keyed by ``context_id`` and holds current data only (the context's current
+version; answers of its current variants or of the raw context), so a context that changes
+simply gets its rows replaced, and a deleted one loses them.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+# The contexts whose rows a refresh recomputes; a temporary table of the candidate's connection.
+SCOPE_TABLE = "_summary_scope"
+
+# Current data restricted to a scope ({scope}: a WHERE clause on context_id, or nothing).
+_CURRENT = """
+WITH cc AS (
+    SELECT context_id, content_hash FROM contexts_current {scope}
+),
+cv AS (
+    SELECT v.* FROM variants v JOIN cc ON v.context_id = cc.context_id AND v.context_hash = cc.content_hash
+),
+ca AS (
+    SELECT a.* FROM answers a JOIN cc ON a.context_id = cc.context_id AND a.context_hash = cc.content_hash
+    WHERE a.variant_id IS NULL OR a.variant_id IN (SELECT variant_id FROM cv)
+)
+"""
+
+# name -> SELECT over the CTEs above; the column order is the table's (migration 007).
+SUMMARIES: dict[str, str] = {
+    # Sleep-time cost per context and sleep budget (what c' cost).
+    "summary_sleep": """
+SELECT context_id, sleep_budget, count(*) AS variants,
+       sum(completion_tokens) AS completion_tokens, sum(cost_usd) AS cost_usd
+FROM cv GROUP BY ALL
+""",
+    # First-sample answers per (context, query kind, test model, option, graded). kind is NULL
+    # when the answer's query has no current row (the policy fit leaves those out, as it did).
+    "summary_answers": """
+SELECT a.context_id,
+       CASE WHEN q.query_id IS NULL THEN NULL ELSE coalesce(q.kind, 'unknown') END AS kind,
+       a.test_model, a.sleep_budget, a.test_budget, a.correct IS NOT NULL AS graded,
+       count(*) AS answers, count(*) FILTER (WHERE a.correct) AS correct,
+       sum(a.completion_tokens) AS completion_tokens, count(a.completion_tokens) AS completion_n,
+       sum(a.prompt_tokens) AS prompt_tokens, count(a.prompt_tokens) AS prompt_n,
+       sum(a.cost_usd) AS cost_usd, sum(a.latency_s) AS latency_s, count(a.latency_s) AS latency_n
+FROM ca a
+LEFT JOIN queries q ON q.query_id = a.query_id AND q.context_hash = a.context_hash AND q.context_id = a.context_id
+WHERE a.sample_index = 0
+GROUP BY ALL
+""",
+    # Labeled queries per (context, kind): how the fit weighs each context's kinds.
+    "summary_labeled": """
+SELECT a.context_id, coalesce(q.kind, 'unknown') AS kind, count(DISTINCT a.query_id) AS queries
+FROM ca a
+JOIN queries q ON q.query_id = a.query_id AND q.context_hash = a.context_hash AND q.context_id = a.context_id
+WHERE a.sample_index = 0 AND a.correct IS NOT NULL
+GROUP BY ALL
+""",
+    # pass@k on the raw context (parallel sampling with an oracle verifier): per context, the
+    # queries with all of samples 0..k-1 graded, how many of them any sample got right, and their
+    # tokens. k runs over the context's own sample indexes: a query with samples 0..k-1 has one
+    # at k-1, so this is the same set of (query, k) as over the whole corpus.
+    "summary_pass_at_k": """
+, ks AS (SELECT DISTINCT context_id, sample_index + 1 AS k FROM ca WHERE variant_id IS NULL),
+per_query AS (
+    SELECT a.context_id, a.test_model, a.test_budget, ks.k, a.query_id,
+           bool_or(a.correct) AS any_correct, sum(a.completion_tokens) AS tokens
+    FROM ca a JOIN ks ON a.context_id = ks.context_id AND a.sample_index < ks.k
+    WHERE a.variant_id IS NULL AND a.correct IS NOT NULL
+    GROUP BY ALL
+    HAVING count(*) = ks.k
+)
+SELECT context_id, test_model, test_budget, k, count(*) AS queries,
+       count(*) FILTER (WHERE any_correct) AS passed, sum(tokens) AS tokens, count(tokens) AS tokens_n
+FROM per_query GROUP BY ALL
+""",
+}
+
+# Tables whose rows name the contexts a change touches.
+CONTEXT_TABLES = ("contexts", "queries", "variants", "answers")
+
+
+def create_scope(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {SCOPE_TABLE} (context_id VARCHAR)")
+
+
+def mark_touched(con: duckdb.DuckDBPyConnection, source: str) -> None:
+    """Add the contexts named by the rows of ``source`` (a relation with a context_id column)."""
+    con.execute(f"INSERT INTO {SCOPE_TABLE} SELECT DISTINCT context_id FROM {source}")
+
+
+def refresh(con: duckdb.DuckDBPyConnection, everything: bool = False) -> int:
+    """Recompute the summaries of the touched contexts (``everything``: of all contexts); returns
+    how many contexts were recomputed, and empties the scope."""
+    if everything:
+        where, n = "", con.execute("SELECT count(*) FROM contexts_current").fetchone()[0]
+        for table in SUMMARIES:
+            con.execute(f"DELETE FROM {table}")
+    else:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _summary_ids AS SELECT DISTINCT context_id FROM {SCOPE_TABLE}")
+        n = con.execute("SELECT count(*) FROM _summary_ids").fetchone()[0]
+        if not n:
+            return 0
+        where = "WHERE context_id IN (SELECT context_id FROM _summary_ids)"
+        for table in SUMMARIES:
+            con.execute(f"DELETE FROM {table} {where}")
+    for table, select in SUMMARIES.items():
+        con.execute(f"INSERT INTO {table} SELECT * FROM ({_CURRENT.format(scope=where)} {select})")
+    con.execute(f"DELETE FROM {SCOPE_TABLE}")
+    return int(n)
