@@ -164,10 +164,11 @@ def generate_sql(s: dict[str, int]) -> list[tuple[str, str]]:
         ("contexts", f"""
         INSERT INTO contexts
         SELECT context_id, content_hash, 'arithmetic-worlds', text,
-               '{{"depth": 2, "index": ' || c || ', "n_entities": 6, "seed": 7, "unit": "coins"}}', false, run_id
+               '{{"depth": 2, "index": ' || c || ', "n_entities": 6, "seed": 7, "unit": "coins"}}', false, run_id,
+               NULL AS row_hash
         FROM ctxv
         UNION ALL  -- 1% removed from the corpus since: a tombstone on the latest version
-        SELECT context_id, content_hash, 'arithmetic-worlds', text, '{{}}', true, run_id_of(200)
+        SELECT context_id, content_hash, 'arithmetic-worlds', text, '{{}}', true, run_id_of(200), NULL
         FROM ctxv WHERE v = {VERSIONS - 1} AND c % 100 = 99"""),
         ("query versions (temp)", f"""
         CREATE TEMP TABLE qv AS

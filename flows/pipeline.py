@@ -20,7 +20,7 @@ from tasks.corpus import ingest
 from tasks.local_models import LocalModels
 from tasks.model_work import advance_when_done, sleep_shard, test_shard
 from tasks.plan import plan_sleep, plan_test
-from tasks.publish import record_failed, recover_output, validate_and_publish, validate_full_task
+from tasks.publish import record_failed, recover_output, validate_and_publish, validate_full_task, warm_up_gate
 from tasks.ray_pool import RayPool
 from tasks.report import write_report_task
 from tasks.summary import resolve_config, summarize
@@ -53,12 +53,14 @@ def _locked(config, run_id: str, started: datetime, t0: float, do_sleep: bool, d
     sleep_shards = plan_sleep(config, ingested) if do_sleep else []
     with LocalModels(config) as local, RayPool(config) as pool:
         if sleep_shards:
+            warm_up_gate()  # there will be a delta to validate
             local.ensure(config.sleep_model)
             pool.ensure_started()
             futures = [sleep_shard.submit(i, s, config, run_id, pool) for i, s in enumerate(sleep_shards)]
             sleep_outcomes = advance_when_done(futures, "sleep time", [len(s) for s in sleep_shards])
         test_shards = plan_test(config, ingested) if do_test else []
         if test_shards:
+            warm_up_gate()
             local.ensure(config.test_model)
             pool.ensure_started()
             futures = [test_shard.submit(i, s, config, run_id, pool) for i, s in enumerate(test_shards)]

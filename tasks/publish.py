@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from sleeptime.config import RunConfig
 from sleeptime.pipeline import PublishOutcome, RunSummary, publish, record_failed_run, recover
 from sleeptime.policy.store import derive_policy
+from sleeptime.quality.gate import preload
 from sleeptime.quality.snapshot import gate_delta, gate_full
 from sleeptime.storage.spool import Spool
 from sleeptime.storage.warehouse import Warehouse
@@ -27,6 +28,12 @@ def recover_output(config: RunConfig) -> dict[str, Any]:
         logger.warning("runs %s were killed before publishing; their finished work is reused",
                        ", ".join(found["interrupted_runs"]))
     return found
+
+
+def warm_up_gate() -> None:
+    """Import great-expectations in the background while the model stage runs (not a task: a
+    thread of the flow's process, where the gate will run)."""
+    preload()
 
 
 @task(name="validate-and-publish", cache_policy=NO_CACHE)

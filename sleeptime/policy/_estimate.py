@@ -32,6 +32,10 @@ _EPS = 1e-3
 
 
 STRENGTH_GRID = np.logspace(0, 4, 81)  # 1 .. 10,000 pseudo-answers
+# One scalar is fitted from all the groups of a level; past this many groups an evenly spaced
+# subset (in the caller's order, so deterministic) pins it as well as all of them (the grid's step
+# is 10^0.05) at a fraction of the cost: 250k context groups took 1.9 s, 40k take 0.3 s.
+MAX_STRENGTH_GROUPS = 40_000
 
 
 def marginal_strength(correct: np.ndarray, n: np.ndarray, prior_mean: np.ndarray) -> float:
@@ -45,6 +49,9 @@ def marginal_strength(correct: np.ndarray, n: np.ndarray, prior_mean: np.ndarray
     mu = np.clip(np.asarray(prior_mean, float), _EPS, 1 - _EPS)
     keep = n > 0
     correct, n, mu = correct[keep], n[keep], mu[keep]
+    if len(n) > MAX_STRENGTH_GROUPS:
+        every = np.linspace(0, len(n) - 1, MAX_STRENGTH_GROUPS).astype(int)
+        correct, n, mu = correct[every], n[every], mu[every]
     if len(n) < 2:
         return STRENGTH_RANGE[1]
 
@@ -94,11 +101,12 @@ class Estimates:
 
 
 def estimate(df: pd.DataFrame, z: float) -> Estimates:
-    """Estimates from graded answers (columns context_id, kind, sleep_budget, test_budget, correct)."""
-    corpus = df.groupby(OPTION, sort=True).agg(n=("correct", "size"), correct=("correct", "sum")).reset_index()
+    """Estimates from graded answers summed per (context, kind, option): columns context_id, kind,
+    sleep_budget, test_budget, n (answers) and correct (right ones)."""
+    corpus = df.groupby(OPTION, sort=True, observed=True)[["n", "correct"]].sum().reset_index()
     corpus["accuracy"] = corpus["correct"] / corpus["n"]
 
-    kind = df.groupby(["kind", *OPTION], sort=True).agg(n=("correct", "size"), correct=("correct", "sum")).reset_index()
+    kind = df.groupby(["kind", *OPTION], sort=True, observed=True)[["n", "correct"]].sum().reset_index()
     kind = kind.merge(corpus[[*OPTION, "accuracy"]].rename(columns={"accuracy": "prior"}), on=OPTION)
     m_kind = marginal_strength(kind["correct"].to_numpy(), kind["n"].to_numpy(), kind["prior"].to_numpy())
     kind["accuracy"] = kind["correct"] / kind["n"]
@@ -110,10 +118,10 @@ def estimate(df: pd.DataFrame, z: float) -> Estimates:
     corpus["estimate_lower"] = beta_lower(corpus["accuracy"], corpus["n"] + 1.0, z)
 
     # What each answer's kind predicts, then per (context, option) observed against predicted.
-    with_prior = df.merge(kind[["kind", *OPTION, "estimate"]], on=["kind", *OPTION], how="left")
-    ctx = with_prior.groupby(["context_id", *OPTION], sort=True).agg(
-        n=("correct", "size"), correct=("correct", "sum"), expected=("estimate", "sum")
-    ).reset_index()
+    with_prior = df[["context_id", "kind", *OPTION, "n", "correct"]].merge(
+        kind[["kind", *OPTION, "estimate"]], on=["kind", *OPTION], how="left")
+    with_prior["expected"] = with_prior["estimate"] * with_prior["n"]
+    ctx = with_prior.groupby(["context_id", *OPTION], sort=True, observed=True)[["n", "correct", "expected"]].sum().reset_index()
     # Heterogeneity across contexts beyond what their kinds explain: each context's answers around
     # the rate its kinds predict.
     prior_rate = ctx["expected"] / ctx["n"]

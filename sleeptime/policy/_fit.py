@@ -17,6 +17,7 @@ Rationale and the alternatives weighed: docs/analysis.md, "Selection policy".
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -39,6 +40,12 @@ ANSWER_COLUMNS = (
     "query_id", "context_id", "kind", "sleep_budget", "test_budget", "correct", "completion_tokens", "cost_usd",
 )
 SLEEP_COLUMNS = ("context_id", "sleep_budget", "sleep_tokens", "sleep_cost_usd")
+# What the fit needs from the answers: sums per (context, kind, option), and the labeled queries per
+# (context, kind). The warehouse keeps both (summary_answers, summary_labeled), so the publish's fit
+# reads about a third as many rows as there are answers, already grouped.
+KEY_COLUMNS = ("context_id", "kind", "sleep_budget", "test_budget")
+STATS_COLUMNS = (*KEY_COLUMNS, "n", "correct", "completion_tokens", "completion_n", "cost_usd", "latency_s", "latency_n")
+LABELED_COLUMNS = ("context_id", "kind", "queries")
 # Expected queries at which the allocation of a context the fit never saw is tabulated.
 ALLOCATION_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
 
@@ -126,6 +133,49 @@ def prepare_answers(answers: pd.DataFrame) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
+def summarise_answers(answers: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(stats, labeled) from graded answer rows, as the warehouse's summaries hold them."""
+    df = prepare_answers(answers)
+    if "latency_s" not in df:
+        df = df.assign(latency_s=np.nan)
+    grouped = df.groupby(list(KEY_COLUMNS), observed=True, sort=False)
+    stats = grouped.agg(
+        n=("correct", "size"), correct=("correct", "sum"), completion_tokens=("completion_tokens", "sum"),
+        completion_n=("completion_tokens", "count"), cost_usd=("cost_usd", "sum"), latency_s=("latency_s", "sum"),
+        latency_n=("latency_s", "count"),
+    ).reset_index()
+    labeled = df.groupby(["context_id", "kind"], observed=True, sort=False)["query_id"].nunique().rename("queries").reset_index()
+    return prepare_stats(stats), labeled
+
+
+def prepare_stats(stats: pd.DataFrame) -> pd.DataFrame:
+    """Stats rows in the fit's dtypes (categorical keys, float sums), whatever produced them: the
+    policy version hashes them, so the warehouse's and pandas' sums must look alike."""
+    missing = [c for c in STATS_COLUMNS if c not in stats.columns]
+    if missing:
+        raise ValueError(f"answer stats lack columns {missing}")
+    df = stats.loc[:, list(STATS_COLUMNS)].copy()
+    for col in KEY_COLUMNS:
+        df[col] = df[col].astype(str).astype("category")
+    for col in ("n", "correct", "completion_n", "latency_n"):
+        df[col] = pd.to_numeric(df[col]).fillna(0).astype(np.int64)
+    for col in ("completion_tokens", "cost_usd", "latency_s"):
+        df[col] = pd.to_numeric(df[col]).astype(float).fillna(0.0)
+    df = df[df["n"] > 0]
+    return df.sort_values(list(KEY_COLUMNS), kind="mergesort").reset_index(drop=True)
+
+
+def _prepare_labeled(labeled: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in LABELED_COLUMNS if c not in labeled.columns]
+    if missing:
+        raise ValueError(f"labeled-query counts lack columns {missing}")
+    df = labeled.loc[:, list(LABELED_COLUMNS)].copy()
+    df["context_id"] = df["context_id"].astype(str)
+    df["kind"] = df["kind"].astype(str)
+    df["queries"] = pd.to_numeric(df["queries"]).astype(np.int64)
+    return df.sort_values(["context_id", "kind"], kind="mergesort").reset_index(drop=True)
+
+
 class SleepCosts:
     """Sleep-time tokens and USD per context for a sleep budget ("none" costs nothing); a
     context without a row for a budget gets that budget's mean over contexts."""
@@ -143,12 +193,6 @@ class SleepCosts:
         # One row per (context, budget) by contract; sum defensively if a caller passes samples apart.
         self.frame = df.groupby(["context_id", "sleep_budget"], as_index=False)[["sleep_tokens", "sleep_cost_usd"]].sum()
         f = self.frame
-        self._per_context = {
-            (c, b): (float(t), float(u))
-            for c, b, t, u in zip(
-                f["context_id"].tolist(), f["sleep_budget"].tolist(), f["sleep_tokens"].tolist(), f["sleep_cost_usd"].tolist()
-            )
-        }
         means = f.groupby("sleep_budget")[["sleep_tokens", "sleep_cost_usd"]].mean()
         self._mean = {b: (float(r.sleep_tokens), float(r.sleep_cost_usd)) for b, r in means.iterrows()}
 
@@ -159,10 +203,35 @@ class SleepCosts:
             raise ValueError(f"answers use sleep budget {budget!r} but the sleep frame has no row for it")
         return self._mean[budget]
 
+    @functools.cached_property
+    def _per_context(self) -> dict[tuple[str, str], tuple[float, float]]:
+        f = self.frame
+        return {
+            (c, b): (float(t), float(u))
+            for c, b, t, u in zip(
+                f["context_id"].tolist(), f["sleep_budget"].tolist(), f["sleep_tokens"].tolist(), f["sleep_cost_usd"].tolist()
+            )
+        }
+
     def for_context(self, context_id: str, budget: str) -> tuple[float, float]:
         if budget == RAW:
             return (0.0, 0.0)
         return self._per_context.get((context_id, budget)) or self.mean(budget)
+
+    def arrays(self, contexts: list[str], budgets: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """[C, S] tokens and USD, as ``for_context`` gives them, for every pair at once."""
+        means = np.array([self.mean(b) for b in budgets], dtype=float).reshape(len(budgets), 2)
+        tokens = np.repeat(means[None, :, 0], len(contexts), axis=0)
+        usd = np.repeat(means[None, :, 1], len(contexts), axis=0)
+        ci, si = {c: i for i, c in enumerate(contexts)}, {b: i for i, b in enumerate(budgets) if b != RAW}
+        f = self.frame
+        rows = f["context_id"].map(ci)
+        cols = f["sleep_budget"].map(si)
+        known = rows.notna() & cols.notna()
+        r, c = rows[known].to_numpy(dtype=int), cols[known].to_numpy(dtype=int)
+        tokens[r, c] = f["sleep_tokens"][known].to_numpy(dtype=float)
+        usd[r, c] = f["sleep_cost_usd"][known].to_numpy(dtype=float)
+        return tokens, usd
 
 
 def _order(present: list[str], preferred: tuple[str, ...], size: Mapping[str, float], first: str | None = None) -> list[str]:
@@ -203,10 +272,19 @@ class _Grid:
         return sigmoid(logit(self.kind_estimate)[None] + self.shift[:, None])
 
 
-def _grid(df: pd.DataFrame, est: Estimates, costs: SleepCosts, settings: PolicySettings) -> _Grid:
+def _means(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean test tokens and USD per answer for each group of ``keys``."""
+    sums = df.groupby(keys, observed=True, as_index=False)[["n", "completion_tokens", "completion_n", "cost_usd"]].sum()
+    sums["completion_tokens"] = sums["completion_tokens"] / sums["completion_n"].where(sums["completion_n"] > 0)
+    sums["cost_usd"] = sums["cost_usd"] / sums["n"]
+    return sums
+
+
+def _grid(df: pd.DataFrame, labeled: pd.DataFrame, est: Estimates, costs: SleepCosts, settings: PolicySettings) -> _Grid:
     contexts = sorted(df["context_id"].unique().tolist())
     kinds = sorted(df["kind"].unique().tolist())
-    test_size = df.groupby("test_budget")["completion_tokens"].mean().to_dict()
+    by_test = df.groupby("test_budget", observed=True)[["completion_tokens", "completion_n"]].sum()
+    test_size = (by_test["completion_tokens"] / by_test["completion_n"].where(by_test["completion_n"] > 0)).to_dict()
     sleep_size = {b: costs.mean(b)[0] for b in df["sleep_budget"].unique()}
     sleep = _order(df["sleep_budget"].unique().tolist(), settings.sleep_budget_order, sleep_size, first=RAW)
     test = _order(df["test_budget"].unique().tolist(), settings.test_budget_order, test_size)
@@ -235,23 +313,19 @@ def _grid(df: pd.DataFrame, est: Estimates, costs: SleepCosts, settings: PolicyS
     own_n = fill(est.context, "context_id", ci, "n", (C, S, T), default=0.0)
     own_correct = fill(est.context, "context_id", ci, "correct", (C, S, T), default=0.0)
 
-    means = df.groupby(["kind", "sleep_budget", "test_budget"], as_index=False)[["completion_tokens", "cost_usd"]].mean()
-    corpus_means = df.groupby(["sleep_budget", "test_budget"], as_index=False)[["completion_tokens", "cost_usd"]].mean()
+    means = _means(df, ["kind", "sleep_budget", "test_budget"])
+    corpus_means = _means(df, ["sleep_budget", "test_budget"])
     tokens = fill(means, "kind", ji, "completion_tokens", (J, S, T))
     usd = fill(means, "kind", ji, "cost_usd", (J, S, T))
     tokens = np.where(np.isnan(tokens), fill(corpus_means, None, None, "completion_tokens", (S, T))[None], tokens)
     usd = np.where(np.isnan(usd), fill(corpus_means, None, None, "cost_usd", (S, T))[None], usd)
 
-    sleep_tokens = np.zeros((C, S))
-    sleep_usd = np.zeros((C, S))
-    for s_name, s in si.items():
-        for c_name, c in ci.items():
-            sleep_tokens[c, s], sleep_usd[c, s] = costs.for_context(c_name, s_name)
+    sleep_tokens, sleep_usd = costs.arrays(contexts, sleep)
     mean_sleep = [costs.mean(s_name) for s_name in sleep]
 
-    counts_frame = df.groupby(["context_id", "kind"])["query_id"].nunique()
+    known = labeled[labeled["context_id"].isin(list(ci)) & labeled["kind"].isin(list(ji))]
     counts = np.zeros((C, J))
-    counts[counts_frame.index.get_level_values(0).map(ci), counts_frame.index.get_level_values(1).map(ji)] = counts_frame.to_numpy()
+    counts[known["context_id"].map(ci).to_numpy(), known["kind"].map(ji).to_numpy()] = known["queries"].to_numpy()
     corpus_mix = counts.sum(axis=0) / counts.sum()
     return _Grid(
         contexts=contexts, kinds=kinds, sleep=sleep, test=test, kind_estimate=kind_est, kind_lower=kind_lower,
@@ -271,18 +345,25 @@ def _effective_n(counts: np.ndarray, weights: np.ndarray) -> float:
     return float(total**2 / squares) if squares > 0 else 0.0
 
 
+def _mix_choices(acc: np.ndarray, cost: np.ndarray, mix: np.ndarray, sleep_index: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """For a query of unknown kind, per context: the (sleep, test) index among the raw context and
+    the context's own c' (``sleep_index[c]``) that is best for its kind mix at price ``lam``.
+    ``acc`` [C, J, S, T], ``cost`` [J, S, T], ``mix`` [C, J]; ties go to the raw context, then to
+    the cheaper test budget."""
+    avg_acc = np.einsum("cj,cjst->cst", mix, np.nan_to_num(acc, nan=0.0))
+    avg_cost = np.einsum("cj,jst->cst", mix, cost)
+    value = avg_cost - lam * avg_acc  # [C, S, T]
+    rows = np.arange(len(sleep_index))
+    raw, own = value[:, 0, :], value[rows, sleep_index, :]
+    raw_t, own_t = raw.argmin(axis=1), own.argmin(axis=1)
+    use_own = own[rows, own_t] < raw[rows, raw_t]
+    return np.where(use_own, sleep_index, 0), np.where(use_own, own_t, raw_t)
+
+
 def _mix_choice(acc: np.ndarray, cost: np.ndarray, mix: np.ndarray, sleep_index: int, lam: float) -> tuple[int, int]:
-    """For a query of unknown kind: the (sleep, test) index among the raw context and the
-    context's own c' that is best for the kind mix at price ``lam``."""
-    avg_acc = np.tensordot(mix, np.nan_to_num(acc, nan=0.0), axes=1)  # [S, T]
-    avg_cost = np.tensordot(mix, cost, axes=1)
-    best = None
-    for s in sorted({0, sleep_index}):
-        value = avg_cost[s] - lam * avg_acc[s]
-        t = int(np.argmin(value))
-        if best is None or value[t] < best[0]:
-            best = (value[t], s, t)
-    return best[1], best[2]
+    """``_mix_choices`` for one context (``acc`` [J, S, T], ``mix`` [J])."""
+    s, t = _mix_choices(acc[None], cost, mix[None], np.array([sleep_index]), lam)
+    return int(s[0]), int(t[0])
 
 
 def _digest(frame: pd.DataFrame, columns: list[str]) -> str:
@@ -295,11 +376,13 @@ def _digest(frame: pd.DataFrame, columns: list[str]) -> str:
     return f"{len(h)}:{int(h.sum(dtype=np.uint64))}:{int(np.bitwise_xor.reduce(h))}"
 
 
-def _version(settings: PolicySettings, answers: pd.DataFrame, sleep: pd.DataFrame, traffic: Mapping[str, int] | None) -> str:
+def _version(settings: PolicySettings, stats: pd.DataFrame, labeled: pd.DataFrame, sleep: pd.DataFrame,
+             traffic: Mapping[str, int] | None) -> str:
     digest = hashlib.sha256()
     digest.update(b"policy-v2\n")
     digest.update(settings.to_json().encode())
-    digest.update(b"\nanswers\n" + _digest(answers, list(ANSWER_COLUMNS)).encode())
+    digest.update(b"\nstats\n" + _digest(stats, list(STATS_COLUMNS)).encode())
+    digest.update(b"\nlabeled\n" + _digest(labeled, list(LABELED_COLUMNS)).encode())
     digest.update(b"\nsleep\n" + _digest(sleep, list(SLEEP_COLUMNS)).encode())
     digest.update(b"\ntraffic\n")
     digest.update(json.dumps(sorted((traffic or {}).items())).encode())
@@ -314,16 +397,30 @@ def fit_policy(
 ) -> Any:
     """Fit the policy on labeled ``answers``, per-context ``sleep`` costs and, when there is any,
     ``traffic`` (queries per context in the last ``traffic_window_days`` of the query log)."""
+    stats, labeled = summarise_answers(answers)
+    return fit_policy_from_stats(stats, labeled, sleep, settings, traffic)
+
+
+def fit_policy_from_stats(
+    stats: pd.DataFrame,
+    labeled: pd.DataFrame,
+    sleep: pd.DataFrame,
+    settings: PolicySettings = PolicySettings(),
+    traffic: Mapping[str, int] | None = None,
+) -> Any:
+    """``fit_policy`` from answer sums per (context, kind, option) (``STATS_COLUMNS``) and labeled
+    queries per (context, kind) (``LABELED_COLUMNS``): what the warehouse's summaries hold."""
     from sleeptime.policy._policy import Policy
 
-    df = prepare_answers(answers)
+    df = prepare_stats(stats)
     if df.empty:
         raise ValueError("no labeled answers to fit a policy on")
+    labeled = _prepare_labeled(labeled)
     costs = SleepCosts(sleep)
     for budget in df["sleep_budget"].unique():
         costs.mean(budget)  # a clear error when a sleep budget has no cost row
     est = estimate(df, settings.z)
-    g = _grid(df, est, costs, settings)
+    g = _grid(df, labeled, est, costs, settings)
     usd = settings.cost_metric == "usd"
     weight = settings.test_token_weight
     acc = g.accuracy()
@@ -345,13 +442,13 @@ def fit_policy(
     with np.errstate(invalid="ignore", over="ignore"):
         plan, met = optimise(problem, required, floors)
     return Policy.build(_FitResult(settings, df, costs, est, g, problem, plan, met, required, n_eff, traffic,
-                                   _version(settings, df, costs.frame, traffic)))
+                                   _version(settings, df, labeled, costs.frame, traffic)))
 
 
 @dataclass
 class _FitResult:
     settings: PolicySettings
-    df: pd.DataFrame
+    df: pd.DataFrame  # answer stats (STATS_COLUMNS)
     costs: SleepCosts
     est: Estimates
     grid: _Grid
@@ -390,10 +487,10 @@ class _FitResult:
                              s.traffic_prior_windows, s.traffic_window_days, s.refresh_interval_days)
 
     def latency_ms(self) -> dict[tuple[str, str], float]:
-        if "latency_s" not in self.df:
-            return {}
-        means = self.df.groupby(["sleep_budget", "test_budget"])["latency_s"].mean() * 1000.0
-        return {k: float(v) for k, v in means.items() if v == v}
+        sums = self.df.groupby(["sleep_budget", "test_budget"], observed=True)[["latency_s", "latency_n"]].sum()
+        sums = sums[sums["latency_n"] > 0]
+        return {k: float(v) for k, v in (sums["latency_s"] / sums["latency_n"] * 1000.0).items()}
 
 
-__all__ = ["PolicySettings", "SleepCosts", "fit_policy", "prepare_answers", "required_accuracy"]
+__all__ = ["PolicySettings", "SleepCosts", "fit_policy", "fit_policy_from_stats", "prepare_answers", "required_accuracy",
+           "summarise_answers"]

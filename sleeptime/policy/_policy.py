@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from sleeptime.policy._estimate import beta_lower
-from sleeptime.policy._fit import ALLOCATION_GRID, ANY_KIND, CORPUS, RAW, PolicySettings, _FitResult, _mix_choice
+from sleeptime.policy._fit import ALLOCATION_GRID, ANY_KIND, CORPUS, RAW, PolicySettings, _FitResult, _mix_choice, _mix_choices
 from sleeptime.policy._wilson import wilson_lower_bounds
 
 ROW_COLUMNS = (
@@ -529,9 +529,7 @@ def policy_rows(fit: _FitResult) -> pd.DataFrame:
         "adequate": False, "chosen": True, "detail_json": steps_json,
     }))
     # One row per (context, kind): the kind's planned option; and per context for an unknown kind.
-    mix_s, mix_t = np.zeros(C, dtype=int), np.zeros(C, dtype=int)
-    for c in range(C):
-        mix_s[c], mix_t[c] = _mix_choice(acc[c], cost_arr, p.mix[c], int(plan.sleep[c]), plan.lam)
+    mix_s, mix_t = _mix_choices(acc, cost_arr, p.mix, plan.sleep.astype(int), plan.lam)
     weights = np.concatenate([np.repeat(np.eye(J)[None], C, axis=0), p.mix[:, None, :]], axis=1)  # [C, J+1, J]
     o_sleep = np.concatenate([plan.option_sleep, mix_s[:, None]], axis=1)  # [C, J+1]
     o_test = np.concatenate([plan.option_test, mix_t[:, None]], axis=1)

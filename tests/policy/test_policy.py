@@ -15,7 +15,7 @@ from sleeptime.policy import (
     wilson_lower_bound,
 )
 from sleeptime.policy._estimate import STRENGTH_RANGE, estimate, marginal_strength
-from sleeptime.policy._fit import prepare_answers
+from sleeptime.policy._fit import summarise_answers
 from sleeptime.policy._optimize import Problem, optimise
 
 SLEEP_COLUMNS = ["context_id", "sleep_budget", "sleep_tokens", "sleep_cost_usd"]
@@ -119,8 +119,8 @@ def test_shrinkage_moves_a_perfect_context_above_the_corpus_rate_but_not_past_it
         for i in range(10):
             rows.append((f"c{c}-q{i}", f"c{c}", "k", "none", "t", (i / 10) < rate, 5, 0.0))
     rows += [(f"star-q{i}", "star", "k", "none", "t", True, 5, 0.0) for i in range(10)]
-    df = prepare_answers(answers_frame(rows))
-    est = estimate(df, 1.96)
+    stats, _ = summarise_answers(answers_frame(rows))
+    est = estimate(stats, 1.96)
     corpus_rate = float(est.corpus["accuracy"].iloc[0])
     star = est.context[est.context["context_id"] == "star"].iloc[0]
     assert corpus_rate < star["estimate"] < 1.0

@@ -236,3 +236,14 @@ def test_a_bad_new_row_fails_the_delta_gate(snapshot):
     result = delta_gate(contexts, variants, answers)
     assert not result.success
     assert any(f.column == "completion_tokens" for f in result.failed_in("variants"))
+
+
+def test_preload_imports_great_expectations_once_per_process():
+    import sys
+
+    from sleeptime.quality.gate import preload
+
+    first = preload()
+    assert preload() is first  # one import thread per process, however often a flow asks
+    first.join(timeout=120)
+    assert "great_expectations" in sys.modules

@@ -144,6 +144,7 @@ class Helpers:
     copy_output = staticmethod(copy_output)
     write_rows = staticmethod(write_rows)
     publish = staticmethod(publish)
+    policy, sleep_order, test_order = POLICY, SLEEP_ORDER, TEST_ORDER
 
 
 @pytest.fixture(scope="session")

@@ -77,6 +77,24 @@ def test_a_reload_reads_the_policy_rows_and_no_answers(served, snapshot):
     assert seen and all("answers" not in sql and "policies" in sql for sql in seen)
 
 
+def test_the_published_policy_is_the_fit_of_the_answers_themselves(served, snapshot, helpers):
+    """The publish fits from the warehouse's per-context summaries; fitting the graded answer rows
+    directly gives the same policy, version included (the version hashes the fit's inputs)."""
+    from sleeptime.policy._fit import fit_policy
+    from sleeptime.policy.store import settings_from
+
+    with served.warehouse.read() as con:
+        answers = con.execute(
+            "SELECT a.query_id, a.context_id, coalesce(q.kind, 'unknown') AS kind, a.sleep_budget, a.test_budget, "
+            "a.correct, a.completion_tokens, a.cost_usd, a.latency_s FROM answers_current a JOIN queries_current q "
+            "ON q.query_id = a.query_id AND q.context_hash = a.context_hash "
+            "WHERE a.correct IS NOT NULL AND a.sample_index = 0").df()
+        sleep = con.execute("SELECT context_id, sleep_budget, sum(completion_tokens) AS sleep_tokens, "
+                            "sum(cost_usd) AS sleep_cost_usd FROM variants_current GROUP BY ALL").df()
+    direct = fit_policy(answers, sleep, settings_from(helpers.policy, helpers.test_order, helpers.sleep_order))
+    assert direct.version == snapshot.policy_version
+
+
 def test_selection_is_the_policy_choice_for_every_context_and_kind(served, snapshot):
     policy = snapshot.policy
     seen = set()
