@@ -14,7 +14,8 @@ The grid (sized to about an hour on 2 cores):
   tokens) and ``t2-steps`` (384 tokens): the strong-prepares / fast-answers cell;
 * the 1.5B answers a third of the queries at ``t2-steps`` on the raw context and with its own c';
 * predictability: log P(q | c) from the 0.5B's token log-probabilities (llama.cpp's completions
-  endpoint with echo), per query; the gain of c' by halves of it.
+  endpoint with echo, through litellm: ``sleeptime.analysis.predictability.logprob_scores``), per
+  query, and the text proxy beside it; the gain of c' by halves of each.
 
 Writes bench/results/real_llm.md and .json (the replies included, so "why" can be read).
 """
@@ -28,12 +29,14 @@ import math
 import os
 import sys
 import time
-import urllib.request
 from pathlib import Path
+
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from sleeptime.analysis.predictability import logprob_scores, predictability_scores  # noqa: E402
 from sleeptime.compute import answer_query, make_variant  # noqa: E402
 from sleeptime.config import load_config  # noqa: E402
 from sleeptime.dataset import load_corpus  # noqa: E402
@@ -55,27 +58,6 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def question_logprob(port: int, alias: str, context: str, question: str) -> float | None:
-    """log P(question | context) summed over the question's tokens (llama.cpp completions, echo)."""
-    prefix = f"Context:\n{context}\n\nQuestion:"
-    body = json.dumps({"model": alias, "prompt": f"{prefix} {question}", "max_tokens": 1, "echo": True,
-                       "logprobs": 1, "temperature": 0}).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", body, {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=300) as reply:
-            data = json.loads(reply.read())
-    except OSError:
-        return None
-    lp = data["choices"][0].get("logprobs") or {}
-    offsets, values = lp.get("text_offset") or [], lp.get("token_logprobs") or []
-    total, n = 0.0, 0
-    for offset, value in zip(offsets, values):
-        if offset >= len(prefix) and value is not None and offset < len(prefix) + 1 + len(question):
-            total += value
-            n += 1
-    return total if n else None
 
 
 def pick(rows, contexts: int, per_context: int):
@@ -118,19 +100,25 @@ async def run(args) -> dict:
                         continue
                     record(await answer_query(gateway, BIG, context, query, steps, variant), BIG, context.id, query)
         print(f"[{time.perf_counter() - started:6.0f}s] 1.5B answers done", flush=True)
-    logprobs: dict[str, float | None] = {}
     with LocalServer(small_spec, log_path=log_dir / "small.log", start_timeout_s=300):
         for context, queries in work:
             for budget in (brief, steps):
                 for variant in (None, variants[context.id]):
                     for query in queries:  # same context prefix in a row: llama.cpp reuses it
                         record(await answer_query(gateway, SMALL, context, query, budget, variant), SMALL, context.id, query)
-            for query in queries:
-                logprobs[query.id] = question_logprob(small_spec.port, small_spec.alias, context.text, query.text)
             print(f"[{time.perf_counter() - started:6.0f}s] 0.5B: {context.id} done", flush=True)
+        # log P(q | c) from the 0.5B's echoed prompt log-probabilities, through litellm.
+        queries_frame = pd.DataFrame([{"query_id": q.id, "context_id": c.id, "text": q.text} for c, qs in work for q in qs])
+        scores = await logprob_scores(gateway, SMALL, queries_frame, {c.id: c.text for c, _ in work})
+    logprobs = {q: (None if v != v else float(v)) for q, v in zip(scores["query_id"], scores["score"])}
+    # The text proxy on the same queries (share of the question's words stated in one line of c').
+    variant_frame = pd.DataFrame([{"context_id": k, "sleep_budget": SLEEP.name, "sample_index": 0, "text": v.text,
+                                   "completion_tokens": v.usage.completion_tokens} for k, v in variants.items()])
+    proxy = predictability_scores(queries_frame, variant_frame, SLEEP.name)
+    proxy_scores = {q: (None if v != v else float(v)) for q, v in zip(proxy["query_id"], proxy["score"])}
     return {"answers": answers, "variants": {k: {"tokens": v.usage.completion_tokens, "text": v.text}
                                                 for k, v in variants.items()},
-            "logprobs": logprobs, "n_queries": n_queries, "contexts": len(work), "seconds": time.perf_counter() - started}
+            "logprobs": logprobs, "proxy_scores": proxy_scores, "n_queries": n_queries, "contexts": len(work), "seconds": time.perf_counter() - started}
 
 
 def summarize(raw: dict) -> dict:
@@ -164,22 +152,28 @@ def summarize(raw: dict) -> dict:
         if len(ok):
             reduction = {"raw": best_raw.to_dict(), "with_cprime": ok.iloc[0].to_dict(),
                          "ratio": best_raw["mean_test_tokens"] / ok.iloc[0]["mean_test_tokens"]}
-    # Predictability: the gain of c' (0.5B, t1-brief) in the more and the less predictable half.
-    lp = {q: v for q, v in raw["logprobs"].items() if v is not None}
-    trend = None
-    if lp:
-        median = sorted(lp.values())[len(lp) // 2]
-        small_brief = df[(df["model"] == SMALL) & (df["test"] == "t1-brief")]
+    # Predictability: the gain of c' (0.5B, t1-brief) in the more and the less predictable half, by
+    # the model's log P(q | c) and by the text proxy.
+    small_brief = df[(df["model"] == SMALL) & (df["test"] == "t1-brief")]
+
+    def halves_by(score: dict) -> dict | None:
+        values = {q: v for q, v in score.items() if v is not None}
+        if not values:
+            return None
+        median = sorted(values.values())[len(values) // 2]
         halves = {}
         for name, keep in (("less predictable", lambda v: v < median), ("more predictable", lambda v: v >= median)):
-            ids = {q for q, v in lp.items() if keep(v)}
+            ids = {q for q, v in values.items() if keep(v)}
             part = small_brief[small_brief["query_id"].isin(ids)]
             raw_acc = part[part["sleep"] == "none"]["correct"].mean()
             cp_acc = part[part["sleep"] != "none"]["correct"].mean()
             halves[name] = {"queries": len(ids), "raw": float(raw_acc), "with_cprime": float(cp_acc), "gain": float(cp_acc - raw_acc)}
-        trend = {"median_logprob": median, "halves": halves,
-                 "trend": halves["more predictable"]["gain"] - halves["less predictable"]["gain"]}
-    return {"cells": cells, "reduction": reduction, "predictability": trend, "sleep_tokens_per_context": sleep_tokens,
+        return {"median": median, "halves": halves,
+                "trend": halves["more predictable"]["gain"] - halves["less predictable"]["gain"]}
+
+    trend = halves_by(raw["logprobs"])
+    proxy_trend = halves_by(raw.get("proxy_scores") or {})
+    return {"cells": cells, "reduction": reduction, "predictability": trend, "predictability_proxy": proxy_trend, "sleep_tokens_per_context": sleep_tokens,
             "strong_prepares_fast_answers": {
                 "0.5B with 1.5B c', t2-steps": cell(SMALL, "1.5B", "t2-steps"),
                 "0.5B with 1.5B c', t1-brief": cell(SMALL, "1.5B", "t1-brief"),
@@ -215,12 +209,15 @@ def markdown(raw: dict, summary: dict, args, load_before: str, load_after: str) 
     else:
         line = "no c' cell reaches the best raw cell's accuracy."
     lines += ["", "**Test-time tokens at equal accuracy (0.5B)**: " + line, ""]
-    p = summary["predictability"]
-    if p:
-        h = p["halves"]
-        lines += [f"**Predictability (log P(q | c) from the 0.5B's token log-probabilities, median {p['median_logprob']:.1f})**: "
-                  f"gain of c' at t1-brief {h['less predictable']['gain']:+.3f} in the less predictable half, "
-                  f"{h['more predictable']['gain']:+.3f} in the more predictable half (trend {p['trend']:+.3f}).", ""]
+    for key, label in (("predictability", "log P(q | c) from the 0.5B's token log-probabilities (the paper's measure)"),
+                       ("predictability_proxy", "the text proxy (share of the question's words stated in one line of c')")):
+        p = summary.get(key)
+        if p:
+            h = p["halves"]
+            lines += [f"**Predictability by {label}, median {p['median']:.2f}**: gain of c' at t1-brief "
+                      f"{h['less predictable']['gain']:+.3f} in the less predictable half ({h['less predictable']['queries']} "
+                      f"queries), {h['more predictable']['gain']:+.3f} in the more predictable half "
+                      f"({h['more predictable']['queries']}); trend {p['trend']:+.3f}.", ""]
     lines += ["**1.5B prepares, 0.5B answers**:", ""]
     for name, c in summary["strong_prepares_fast_answers"].items():
         if c:

@@ -1,8 +1,11 @@
 """Query predictability: does sleep time help more on questions the context anticipates?
 
 The paper scores each question by log P(question | context) under a 70B base model and finds the gain
-of sleep time over test-time-only grows with it. That needs log-probabilities, which offline runs and
-many providers do not give, so :func:`predictability_scores` uses a documented text proxy instead.
+of sleep time over test-time-only grows with it. :func:`logprob_scores` computes that measure with any
+model whose provider returns prompt log-probabilities (llama.cpp's server, vLLM, OpenAI's legacy
+completions); the embedded reference reasoner and many chat providers do not, so
+:func:`predictability_scores` gives a documented text proxy. :func:`predictability_gain` takes
+either.
 """
 
 from __future__ import annotations
@@ -94,6 +97,27 @@ def predictability_scores(
             score = float("nan") if lines is None else containment(qwords, lines)
             rows.append({"query_id": query_id, "context_id": context_id, "score": score})
     return pd.DataFrame(rows, columns=columns)
+
+
+# The prompt a question is scored in: the context, then the question as its continuation.
+LOGPROB_PREFIX = "Context:\n{context}\n\nQuestion:"
+
+
+async def logprob_scores(gateway, model: str, queries: pd.DataFrame, contexts: dict[str, str]) -> pd.DataFrame:
+    """The paper's score: log P(question | context) under ``model`` (summed over the question's
+    tokens), per query; NaN where the provider gives no log-probabilities or the context is
+    unknown. ``queries`` has query_id, context_id and text; ``contexts`` maps context id to text.
+    Columns: query_id, context_id, score (higher: more predictable)."""
+    from sleeptime.model import continuation_logprob
+
+    rows = []
+    for query_id, context_id, text in zip(queries["query_id"], queries["context_id"], queries["text"]):
+        context = contexts.get(context_id)
+        score = None
+        if context is not None:
+            score = await continuation_logprob(gateway, model, LOGPROB_PREFIX.format(context=context), f" {text}")
+        rows.append({"query_id": query_id, "context_id": context_id, "score": float("nan") if score is None else score})
+    return pd.DataFrame(rows, columns=["query_id", "context_id", "score"])
 
 
 def _spearman(a: pd.Series, b: pd.Series) -> float:

@@ -177,6 +177,38 @@ class ModelGateway:
         return Completion(model=name, text=text, usage=usage, cost_usd=cost, latency_s=latency, attempts=attempt)
 
 
+async def continuation_logprob(gateway: ModelGateway, name: str, prefix: str, continuation: str) -> float | None:
+    """log P(continuation | prefix) under model ``name``: the sum of the continuation's token
+    log-probabilities, from a text completion that echoes the prompt with its log-probabilities
+    (OpenAI's legacy completions API; llama.cpp's server and vLLM give it). None when the provider
+    gives no prompt log-probabilities, so callers fall back to another measure. The paper's
+    predictability score is this with prefix = the context and continuation = the question.
+
+    One attempt, within the model's concurrency limit; a failed call is a ModelError."""
+    spec = gateway.spec(name)
+    kwargs: dict[str, Any] = {"max_tokens": 1, "echo": True, "logprobs": 1, "temperature": 0.0}
+    if spec.api_base:
+        kwargs["api_base"] = spec.api_base
+    if spec.api_key is not None:
+        kwargs["api_key"] = spec.api_key.get_secret_value()
+    async with gateway._semaphore(name):
+        try:
+            response = await litellm.atext_completion(
+                model=spec.model, prompt=prefix + continuation, timeout=spec.timeout_s, num_retries=0, **kwargs)
+        except Exception as exc:
+            raise ModelError(name, f"{type(exc).__name__}: {_short(exc)}", 1) from exc
+    logprobs = getattr(response.choices[0], "logprobs", None)
+    if logprobs is None:
+        return None
+    get = logprobs.get if isinstance(logprobs, dict) else lambda key: getattr(logprobs, key, None)
+    offsets, values = get("text_offset") or [], get("token_logprobs") or []
+    start, end = len(prefix), len(prefix) + len(continuation)
+    # A token that straddles the boundary belongs to the continuation when it ends inside it.
+    picked = [v for i, (o, v) in enumerate(zip(offsets, values))
+              if v is not None and o < end and (o >= start or (i + 1 < len(offsets) and offsets[i + 1] > start))]
+    return float(sum(picked)) if picked else None
+
+
 def count_message_tokens(messages: list[dict[str, Any]]) -> int:
     """cl100k tokens of the message texts: an estimate for rate limiting, not billing."""
     return sum(count_tokens(str(m.get("content") or "")) for m in messages)

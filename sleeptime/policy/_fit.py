@@ -156,13 +156,14 @@ def prepare_stats(stats: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"answer stats lack columns {missing}")
     df = stats.loc[:, list(STATS_COLUMNS)].copy()
     for col in KEY_COLUMNS:
-        df[col] = df[col].astype(str).astype("category")
+        dtype = df[col].dtype
+        if not (isinstance(dtype, pd.CategoricalDtype) and all(isinstance(c, str) for c in dtype.categories)):
+            df[col] = df[col].astype(str).astype("category")
     for col in ("n", "correct", "completion_n", "latency_n"):
         df[col] = pd.to_numeric(df[col]).fillna(0).astype(np.int64)
     for col in ("completion_tokens", "cost_usd", "latency_s"):
         df[col] = pd.to_numeric(df[col]).astype(float).fillna(0.0)
-    df = df[df["n"] > 0]
-    return df.sort_values(list(KEY_COLUMNS), kind="mergesort").reset_index(drop=True)
+    return df[df["n"] > 0].reset_index(drop=True)
 
 
 def _prepare_labeled(labeled: pd.DataFrame) -> pd.DataFrame:

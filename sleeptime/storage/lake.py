@@ -355,26 +355,34 @@ def _upsert(cur: duckdb.DuckDBPyConnection, table: str, arrow: pa.Table) -> None
         cur.unregister("_incoming")
 
 
-def upsert_sql(table: str, target: str, source: str) -> list[str]:
+def upsert_sql(table: str, target: str, source: str, deduplicate: bool = True) -> list[str]:
     """Statements that make ``target`` hold the rows of ``source`` by key; the latest run_id wins.
 
     Shared by the lake's publish and the warehouse's incremental update, so both apply the same
-    rule and the warehouse stays equal to the lake.
+    rule and the warehouse stays equal to the lake. ``deduplicate=False`` when ``source`` is known
+    to hold one row per key (``upsert``: checked on the keys alone): the dedup window carries
+    every column and took 2.5 s for a policy version of 147k rows.
     """
     key = KEYS[table]
     cols = ", ".join(SCHEMAS[table].names)
     match = " AND ".join(f"s.{k} IS NOT DISTINCT FROM t.{k}" for k in key)
     order = "run_id DESC" if "run_id" in SCHEMAS[table].names else "1"
-    return [
-        f"DELETE FROM {target} t WHERE EXISTS (SELECT 1 FROM {source} s WHERE {match})",
-        f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {source} "
-        f"QUALIFY row_number() OVER (PARTITION BY {', '.join(key)} ORDER BY {order}) = 1",
-    ]
+    insert = f"INSERT INTO {target} ({cols}) SELECT {cols} FROM {source}"
+    if deduplicate:
+        insert += f" QUALIFY row_number() OVER (PARTITION BY {', '.join(key)} ORDER BY {order}) = 1"
+    return [f"DELETE FROM {target} t WHERE EXISTS (SELECT 1 FROM {source} s WHERE {match})", insert]
+
+
+def upsert(cur: duckdb.DuckDBPyConnection, table: str, target: str, source: str) -> None:
+    """Run ``upsert_sql``, deduplicating ``source`` only when two of its rows share a key."""
+    key = ", ".join(KEYS[table])
+    duplicated = cur.execute(f"SELECT 1 FROM {source} GROUP BY {key} HAVING count(*) > 1 LIMIT 1").fetchone()
+    for sql in upsert_sql(table, target, source, deduplicate=duplicated is not None):
+        cur.execute(sql)
 
 
 def _upsert_from(cur: duckdb.DuckDBPyConnection, table: str, source: str) -> None:
-    for sql in upsert_sql(table, f"{ALIAS}.{MAIN}.{table}", source):
-        cur.execute(sql)
+    upsert(cur, table, f"{ALIAS}.{MAIN}.{table}", source)
 
 
 # --- the pipeline's view of the lake: published + staged -------------------------------------

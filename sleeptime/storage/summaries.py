@@ -23,49 +23,48 @@ import duckdb
 # The contexts whose rows a refresh recomputes; a temporary table of the candidate's connection.
 SCOPE_TABLE = "_summary_scope"
 
-# Current data restricted to a scope ({scope}: a WHERE clause on context_id, or nothing).
-_CURRENT = """
-WITH cc AS (
-    SELECT context_id, content_hash FROM contexts_current {scope}
-),
-cv AS (
-    SELECT v.* FROM variants v JOIN cc ON v.context_id = cc.context_id AND v.context_hash = cc.content_hash
-),
-ca AS (
-    SELECT a.* FROM answers a JOIN cc ON a.context_id = cc.context_id AND a.context_hash = cc.content_hash
-    WHERE a.variant_id IS NULL OR a.variant_id IN (SELECT variant_id FROM cv)
+# Current data restricted to the scope, materialised once per refresh (the four summaries read
+# it; scanning and joining the answers once instead of four times). {scope}: a WHERE clause on
+# context_id, or nothing. The answer's query kind is joined here too (NULL: no current query row).
+_SCOPE_SQL = (
+    """CREATE OR REPLACE TEMP TABLE _s_cc AS
+       SELECT context_id, content_hash FROM contexts_current {scope}""",
+    """CREATE OR REPLACE TEMP TABLE _s_cv AS
+       SELECT v.context_id, v.variant_id, v.sleep_budget, v.completion_tokens, v.cost_usd
+       FROM variants v JOIN _s_cc cc ON v.context_id = cc.context_id AND v.context_hash = cc.content_hash""",
+    """CREATE OR REPLACE TEMP TABLE _s_ca AS
+       SELECT a.context_id, a.query_id, a.variant_id, a.sleep_budget, a.test_model, a.test_budget, a.sample_index,
+              a.correct, a.completion_tokens, a.prompt_tokens, a.cost_usd, a.latency_s,
+              CASE WHEN q.query_id IS NULL THEN NULL ELSE coalesce(q.kind, 'unknown') END AS kind
+       FROM answers a
+       JOIN _s_cc cc ON a.context_id = cc.context_id AND a.context_hash = cc.content_hash
+       LEFT JOIN queries q ON q.query_id = a.query_id AND q.context_hash = a.context_hash AND q.context_id = a.context_id
+       WHERE a.variant_id IS NULL OR a.variant_id IN (SELECT variant_id FROM _s_cv)""",
 )
-"""
 
-# name -> SELECT over the CTEs above; the column order is the table's (migration 007).
+# name -> SELECT over the scope's tables; the column order is the table's (migration 007).
 SUMMARIES: dict[str, str] = {
     # Sleep-time cost per context and sleep budget (what c' cost).
     "summary_sleep": """
 SELECT context_id, sleep_budget, count(*) AS variants,
        CAST(sum(completion_tokens) AS BIGINT) AS completion_tokens, sum(cost_usd) AS cost_usd
-FROM cv GROUP BY ALL
+FROM _s_cv GROUP BY ALL
 """,
     # First-sample answers per (context, query kind, test model, option, graded). kind is NULL
     # when the answer's query has no current row (the policy fit leaves those out, as it did).
     "summary_answers": """
-SELECT a.context_id,
-       CASE WHEN q.query_id IS NULL THEN NULL ELSE coalesce(q.kind, 'unknown') END AS kind,
-       a.test_model, a.sleep_budget, a.test_budget, a.correct IS NOT NULL AS graded,
-       count(*) AS answers, count(*) FILTER (WHERE a.correct) AS correct,
-       CAST(sum(a.completion_tokens) AS BIGINT) AS completion_tokens, count(a.completion_tokens) AS completion_n,
-       CAST(sum(a.prompt_tokens) AS BIGINT) AS prompt_tokens, count(a.prompt_tokens) AS prompt_n,
-       sum(a.cost_usd) AS cost_usd, sum(a.latency_s) AS latency_s, count(a.latency_s) AS latency_n
-FROM ca a
-LEFT JOIN queries q ON q.query_id = a.query_id AND q.context_hash = a.context_hash AND q.context_id = a.context_id
-WHERE a.sample_index = 0
+SELECT context_id, kind, test_model, sleep_budget, test_budget, correct IS NOT NULL AS graded,
+       count(*) AS answers, count(*) FILTER (WHERE correct) AS correct,
+       CAST(sum(completion_tokens) AS BIGINT) AS completion_tokens, count(completion_tokens) AS completion_n,
+       CAST(sum(prompt_tokens) AS BIGINT) AS prompt_tokens, count(prompt_tokens) AS prompt_n,
+       sum(cost_usd) AS cost_usd, sum(latency_s) AS latency_s, count(latency_s) AS latency_n
+FROM _s_ca WHERE sample_index = 0
 GROUP BY ALL
 """,
     # Labeled queries per (context, kind): how the fit weighs each context's kinds.
     "summary_labeled": """
-SELECT a.context_id, coalesce(q.kind, 'unknown') AS kind, count(DISTINCT a.query_id) AS queries
-FROM ca a
-JOIN queries q ON q.query_id = a.query_id AND q.context_hash = a.context_hash AND q.context_id = a.context_id
-WHERE a.sample_index = 0 AND a.correct IS NOT NULL
+SELECT context_id, kind, count(DISTINCT query_id) AS queries
+FROM _s_ca WHERE sample_index = 0 AND correct IS NOT NULL AND kind IS NOT NULL
 GROUP BY ALL
 """,
     # pass@k on the raw context (parallel sampling with an oracle verifier): per context, the
@@ -73,11 +72,11 @@ GROUP BY ALL
     # tokens. k runs over the context's own sample indexes: a query with samples 0..k-1 has one
     # at k-1, so this is the same set of (query, k) as over the whole corpus.
     "summary_pass_at_k": """
-, ks AS (SELECT DISTINCT context_id, sample_index + 1 AS k FROM ca WHERE variant_id IS NULL),
+WITH ks AS (SELECT DISTINCT context_id, sample_index + 1 AS k FROM _s_ca WHERE variant_id IS NULL),
 per_query AS (
     SELECT a.context_id, a.test_model, a.test_budget, ks.k, a.query_id,
            bool_or(a.correct) AS any_correct, CAST(sum(a.completion_tokens) AS BIGINT) AS tokens
-    FROM ca a JOIN ks ON a.context_id = ks.context_id AND a.sample_index < ks.k
+    FROM _s_ca a JOIN ks ON a.context_id = ks.context_id AND a.sample_index < ks.k
     WHERE a.variant_id IS NULL AND a.correct IS NOT NULL
     GROUP BY ALL
     HAVING count(*) = ks.k
@@ -116,7 +115,11 @@ def refresh(con: duckdb.DuckDBPyConnection, everything: bool = False) -> int:
         where = "WHERE context_id IN (SELECT context_id FROM _summary_ids)"
         for table in SUMMARIES:
             con.execute(f"DELETE FROM {table} {where}")
+    for sql in _SCOPE_SQL:
+        con.execute(sql.format(scope=where))
     for table, select in SUMMARIES.items():
-        con.execute(f"INSERT INTO {table} SELECT * FROM ({_CURRENT.format(scope=where)} {select})")
+        con.execute(f"INSERT INTO {table} SELECT * FROM ({select})")
+    for temp in ("_s_ca", "_s_cv", "_s_cc"):
+        con.execute(f"DROP TABLE {temp}")
     con.execute(f"DELETE FROM {SCOPE_TABLE}")
     return int(n)

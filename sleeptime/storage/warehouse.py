@@ -40,7 +40,7 @@ from sleeptime.storage.lake import (
     as_arrow,
     insertions_sql,
     load_extensions,
-    upsert_sql,
+    upsert,
 )
 from sleeptime.storage import summaries
 from sleeptime.storage.records import SCHEMAS
@@ -107,8 +107,7 @@ class Candidate:
             if n:
                 if table in summaries.CONTEXT_TABLES:
                     summaries.mark_touched(self.con, source)
-                for sql in upsert_sql(table, table, source):
-                    self.con.execute(sql)
+                upsert(self.con, table, table, source)
                 self.rows_applied[table] = self.rows_applied.get(table, 0) + n
         finally:
             if source == "_incoming":
