@@ -413,6 +413,17 @@ def fit_policy_from_stats(
     queries per (context, kind) (``LABELED_COLUMNS``): what the warehouse's summaries hold."""
     from sleeptime.policy._policy import Policy
 
+    return Policy.build(fit_result(stats, labeled, sleep, settings, traffic))
+
+
+def fit_result(
+    stats: pd.DataFrame,
+    labeled: pd.DataFrame,
+    sleep: pd.DataFrame,
+    settings: PolicySettings = PolicySettings(),
+    traffic: Mapping[str, int] | None = None,
+) -> _FitResult:
+    """The fit itself (estimates, plan, version), before it becomes rows and a Policy."""
     df = prepare_stats(stats)
     if df.empty:
         raise ValueError("no labeled answers to fit a policy on")
@@ -442,8 +453,8 @@ def fit_policy_from_stats(
     floors = {g.kinds.index(k): f for k, f in settings.kind_floors if k in g.kinds}
     with np.errstate(invalid="ignore", over="ignore"):
         plan, met = optimise(problem, required, floors)
-    return Policy.build(_FitResult(settings, df, costs, est, g, problem, plan, met, required, n_eff, traffic,
-                                   _version(settings, df, labeled, costs.frame, traffic)))
+    return _FitResult(settings, df, costs, est, g, problem, plan, met, required, n_eff, traffic,
+                      _version(settings, df, labeled, costs.frame, traffic))
 
 
 @dataclass

@@ -514,13 +514,17 @@ def policy_rows(fit: _FitResult) -> pd.DataFrame:
     sleep_names, test_names = np.array(g.sleep, dtype=object), np.array(g.test, dtype=object)
     c_idx = np.arange(C)
     queries = p.queries.astype(float)
-    by_queries = [(q, fit.sleep_by_queries(q)) for q in ALLOCATION_GRID if q > 0]
+    grid_q = [q for q in ALLOCATION_GRID if q > 0]
+    by_queries = np.stack([fit.sleep_by_queries(q) for q in grid_q], axis=1).astype(int)  # [C, grid]
+    raw_index = g.sleep.index(RAW) if RAW in g.sleep else -1
     steps_json = []
-    for c in range(C):
+    for budgets in by_queries.tolist():
         steps: list[list[Any]] = [[0.0, RAW]]
-        for grid_q, budgets in by_queries:
-            if g.sleep[int(budgets[c])] != steps[-1][1]:
-                steps.append([grid_q, g.sleep[int(budgets[c])]])
+        last = raw_index
+        for q, b in zip(grid_q, budgets):
+            if b != last:
+                steps.append([q, g.sleep[b]])
+                last = b
         steps_json.append(json.dumps({"by_expected_queries": steps}))
     frames.append(pd.DataFrame({
         "scope": "allocation", "scope_value": contexts, "kind": "", "sleep_budget": sleep_names[plan.sleep],

@@ -14,8 +14,9 @@ import pandas as pd
 import pyarrow as pa
 
 from sleeptime.config import PolicyConfig
-from sleeptime.policy._fit import KEY_COLUMNS, PolicySettings, fit_policy_from_stats
+from sleeptime.policy._fit import KEY_COLUMNS, PolicySettings, fit_policy_from_stats, fit_result
 from sleeptime.policy._policy import Policy
+from sleeptime.policy._policy import policy_rows as build_rows
 from sleeptime.storage.lake import as_arrow
 
 # What the fit reads: the warehouse's per-context summaries of the graded first-sample answers
@@ -60,9 +61,7 @@ def traffic_counts(con: duckdb.DuckDBPyConnection, window_days: float) -> dict[s
     return {str(c): int(n) for c, n in con.execute(_TRAFFIC, [float(window_days)]).fetchall()}
 
 
-def fit_from_snapshot(con: duckdb.DuckDBPyConnection, config: PolicyConfig, test_budget_order: tuple[str, ...] = (),
-                      sleep_budget_order: tuple[str, ...] = ()) -> Policy | None:
-    """The policy for the data in ``con``; None when nothing is labeled yet."""
+def _fit_inputs(con: duckdb.DuckDBPyConnection, config: PolicyConfig) -> tuple | None:
     cur = con.cursor()  # its own result set: the caller may have one open on ``con``
     try:
         stats = _categorical_frame(cur.sql(_FIT_STATS).to_arrow_table(), KEY_COLUMNS)
@@ -72,7 +71,16 @@ def fit_from_snapshot(con: duckdb.DuckDBPyConnection, config: PolicyConfig, test
         sleep = cur.sql(_FIT_SLEEP).to_arrow_table().to_pandas()
     finally:
         cur.close()
-    traffic = traffic_counts(con, config.traffic_window_days)
+    return stats, labeled, sleep, traffic_counts(con, config.traffic_window_days)
+
+
+def fit_from_snapshot(con: duckdb.DuckDBPyConnection, config: PolicyConfig, test_budget_order: tuple[str, ...] = (),
+                      sleep_budget_order: tuple[str, ...] = ()) -> Policy | None:
+    """The policy for the data in ``con``; None when nothing is labeled yet."""
+    inputs = _fit_inputs(con, config)
+    if inputs is None:
+        return None
+    stats, labeled, sleep, traffic = inputs
     return fit_policy_from_stats(stats, labeled, sleep, settings_from(config, test_budget_order, sleep_budget_order), traffic)
 
 
@@ -93,12 +101,18 @@ def policy_rows(policy: Policy, run_id: str) -> pa.Table:
 def derive_policy(con: duckdb.DuckDBPyConnection, config: PolicyConfig, run_id: str,
                   test_budget_order: tuple[str, ...] = (), sleep_budget_order: tuple[str, ...] = ()) -> dict[str, pa.Table]:
     """Rows to add to a candidate warehouse (open on ``con``): a new policy version, or nothing
-    if it is unchanged."""
-    policy = fit_from_snapshot(con, config, test_budget_order, sleep_budget_order)
-    if policy is None:
+    if it is unchanged. (The rows straight from the fit: ``Policy.build`` would also load them
+    back into a Policy, which the publish does not need.)"""
+    inputs = _fit_inputs(con, config)
+    if inputs is None:
         return {}
-    known = con.execute("SELECT count(*) FROM policies WHERE policy_version = ?", [policy.version]).fetchone()[0]
-    return {} if known else {"policies": policy_rows(policy, run_id)}
+    stats, labeled, sleep, traffic = inputs
+    fit = fit_result(stats, labeled, sleep, settings_from(config, test_budget_order, sleep_budget_order), traffic)
+    known = con.execute("SELECT count(*) FROM policies WHERE policy_version = ?", [fit.version]).fetchone()[0]
+    if known:
+        return {}
+    rows = build_rows(fit)
+    return {"policies": as_arrow("policies", pa.Table.from_pandas(rows.assign(run_id=run_id), preserve_index=False))}
 
 
 def load_published_policy(con: duckdb.DuckDBPyConnection) -> Policy | None:
