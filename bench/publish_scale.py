@@ -754,43 +754,34 @@ def render(res: dict) -> str:
 
 
 NOTES = """
-**The machine.** This run found the shared 2-core machine quiet (`other cores` at most 0.02 in every step). The
-product code is that of commit e508cb3 (the delta gate reads the staged rows once into temp tables). The margin
-under the 15 s target is small and load takes it away: an earlier full run of this benchmark on the same code, with
-another session keeping about one core busy, took 25.3 s for publish 1 (GX import 9.3 s, reference checks 3.5 s);
-the rerun in commit 9fa535f, at loadavg 1.5, 16.9 s; a quiet full run just before e508cb3, 20.5 s (reference checks
-5.6 s then).
+**The machine.** Quiet for this run (`other cores` at most 0.02 in every step), the product code of the commit
+that adds these results. The same benchmark an hour earlier, before the last four changes (catch-up skipped
+when only staging commits happened, the fit's rows without a Policy round trip, one scoped scan for the
+summaries, the upsert without a dedup window), gave 11.8 / 19.4 / 25.7 s for the three publishes. The margin
+under 15 s for publish 2 is small (0.5 s): a busy core takes it away, as every figure here on this machine.
 
-**Where a publish without the fit goes (product code, not changed here).** (1) `great_expectations` is imported by
-the first gate of each process: 4.2-5.2 s per publish here (up to 9.3 s under load), whatever the delta; that alone
-is a third of the 15 s. (2) The reference checks take 1.3-1.5 s. (3) The warehouse file is 1 GiB: copying it for
-the candidate took 0.55 s, `finish` (its CHECKPOINT) 0.55-1.55 s, and the rename 0.8 s, because replacing the
-published file drops the last link to the old 1 GiB file and the kernel frees its blocks inside the call when no
-reader holds it open (a bare `os.replace` over a 1 GiB file takes 0.66 s on this disk).
+**What changed since the last results (2026-12-02 02:47 UTC: 13.4 s without the fit, 33.4 s with it, views up to
+6.4 s).** (1) great-expectations is imported on a thread while the model stage runs (`warm_up_gate`): 4.9-5.6
+s per process, now outside the publish. (2) The warehouse keeps per-context summaries (migration 007,
+`sleeptime/storage/summaries.py`), recomputed for the contexts a publish touches: 0.5-0.6 s for 25 contexts.
+The aggregate views read them (v_pass_at_k 6.4 s -> 0.01 s), and so does the policy fit: `derive_policy` 16.2 s
+-> 4.4 s. (3) The policy rows are applied without the dedup window when their keys are unique (2.5 s -> 0.2 s
+into a table that has versions; the first version into an empty table still took 2.1-2.4 s here, `other`).
+(4) The catch-up is skipped with one `snapshots()` query when only staging commits happened (0.55 s -> 0.01 s).
 
-**The policy fit at publish** (publish 2): `derive_policy` 16.2 s at 10M answers (15.3 s in
-bench/results/warehouse_scale.md), and since a run that changes answers changes the policy version, a whole new
-version is added, 147,280 rows here: making them Arrow from Python dicts and upserting them into the candidate took
-another 3.1 s (`other`), and they go into the lake's commit too. Fit and rows are 58% of that publish; the policies
-table grows by a full version per such run.
+**Publish 3, the worst case: not met.** Answers spread over 6,818 of the 12,500 evaluated contexts make the
+summaries recompute more than half of the answers (8.2 s). A real run adds answers per changed context (all
+its queries at every option), which is publish 1 and 2's shape; a scattered delta comes from a config change
+that adds an option to every context, a run that is large in model calls anyway. An additive update of the
+summaries for inserts would remove most of it; not done.
 
-**`v_pass_at_k`: migration 005 made count(*) faster and the rows slower.** With count(*) DuckDB drops the
-`list(... ORDER BY sample_index)` aggregates it does not need; a dashboard selects the rows, and those aggregates
-are then most of the cost (a profile of `SELECT *` on this data: the hash aggregate 6.8 s of 9.5 CPU s). The 002
-definition on the same file, connection and DuckDB version is more than twice as fast for the rows (see Views; under
-load the order can flip, so compare quiet figures only). Neither is under 1 s at 10M answers. (The two also
-disagree when a query has two answers with the same sample index, which happens here only because this benchmark's
-new answers are copies of existing ones; without those copies they give the same rows.)
+**Where a publish without the fit goes now:** the gate 3.5-4.4 s (SQL reference checks 1.2-1.5 s, GX
+validation and Data Docs 1.8-2.4 s), `finish` (the candidate's CHECKPOINT) 0.1-1.7 s, the file copy 0.5 s, the
+lake commit 1.0-1.2 s, the rename 0.6-0.9 s (dropping the last link to the old 1 GiB file frees its blocks
+inside the call when no reader holds it open; 0.0 s in publish 3, where the reader did).
 
-**Slower than on 2026-11-23 for reasons outside the views.** answers_current fetched whole took 9.8 s (2.4 s
-before); count(*) of v_accuracy_by_budget and v_cost_per_query 0.88 and 1.21 s (0.70 and 0.68 s before; 1.16 and
-1.15 s in the loaded run). Not the attach in `connect_read_only` (a plain `duckdb.connect(path, read_only=True)`
-gives about the same figures) and not the file layout (at the small size the generator's file and the rebuilt one
-fetch at the same rate): most likely DuckDB itself, moved from 2.0.0 to 1.5.5 for DuckLake (pyproject.toml).
-
-**Setup.** bench/warehouse_scale.py's generator does not run as it is: since migration 005 `contexts` has 8 columns
-and its INSERT gives 7 (`Binder Error: table contexts has 8 columns but 7 values were supplied`). This benchmark
-gives the generator's temporary file the migrations before 005 and fills `row_hash` with NULL when loading the lake.
+**Setup.** bench/warehouse_scale.py's generator writes `contexts.row_hash` (NULL) again, so the generator runs
+on the current migrations; the workaround this benchmark had is gone.
 """
 
 
