@@ -123,7 +123,7 @@ def main() -> None:
 
 | step | seconds |
 |---|---|
-| `derive_policy` (the publish's fit: read the graded answers, estimate, optimise, {result['policy_rows']:,} rows) | {result['derive_s']:.1f} |
+| `derive_policy` (the publish's fit: read the per-context summaries, estimate, optimise, {result['policy_rows']:,} rows) | {result['derive_s']:.1f} |
 | insert the rows into the warehouse | {result['insert_s']:.2f} |
 | **reload: `load_published_policy`** (the newest version's rows, `Policy.from_rows`), median of {REPEATS} fresh processes | **{pol:.2f}** |
 | the whole `load_serving_snapshot` (contexts and variants too), median of {REPEATS} | {snap:.2f} |

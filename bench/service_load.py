@@ -290,7 +290,7 @@ def report(args, facts, build_info, phases: list[Phase], sel: dict[str, float], 
         f"**Selection overhead alone** (in-process `select()` with kind inference, no model call, no HTTP; "
         f"{sel['calls']} calls over every (context, question) pair of the corpus): p50 {sel['p50']:.1f} us, "
         f"p99 {sel['p99']:.1f} us, mean {sel['mean']:.1f} us. Loading the snapshot into memory (contexts, variants, "
-        f"policy refit) took {sel['load_s']:.2f} s; the server does that in a worker thread on each publish.",
+        f"the published policy rows) took {sel['load_s']:.2f} s; the server does that in a worker thread on each publish.",
         "",
         f"Query log: {log_rows} rows in the lake after shutdown for {answered} answered requests (warm-up included).",
         "",
@@ -306,7 +306,7 @@ def report(args, facts, build_info, phases: list[Phase], sel: dict[str, float], 
         f"{pct(phases[0].selection_us, 50) / (phases[0].seconds / max(1, len(phases[0].latencies_ms)) * 1e6):.1%}.",
         f"- While publishing, this process rebuilds the DuckDB warehouse from the lake and publishes it every "
         f"{args.publish_every:g} s ({statistics.fmean(build_s) if build_s else float('nan'):.2f} s each), and the server "
-        f"loads every new snapshot ({sel['load_s']:.2f} s: contexts, variants, policy refit) in a worker thread that "
+        f"loads every new snapshot ({sel['load_s']:.2f} s: contexts, variants, the published policy rows) in a worker thread that "
         "shares the GIL with the event loop: both take CPU from serving. Steady vs publishing, pair by pair: "
         + "; ".join(
             f"{len(a.latencies_ms) / a.seconds:.0f} vs {len(b.latencies_ms) / b.seconds:.0f} req/s, p99 "
