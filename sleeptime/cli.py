@@ -458,6 +458,66 @@ def validate(
 
 
 @app.command()
+def predictability(
+    config: ConfigOpt = None,
+    output_dir: OutputOpt = None,
+    logprob_model: Annotated[Optional[str], typer.Option(help="A configured model whose provider returns prompt log-probabilities (llama.cpp's server, vLLM): score log P(q | c) with it, as the paper does, and save the scores for the report.")] = None,
+) -> None:
+    """Does sleep time help more on predictable questions? The gain of c' by quantile of a
+    predictability score: the text proxy, and log P(q | c) from --logprob-model when given."""
+    import asyncio
+    import contextlib
+
+    from sleeptime.analysis.curves import NONE, graded_answers, order_sleep_budgets
+    from sleeptime.analysis.frames import load_frames
+    from sleeptime.analysis.headline import PROXY_SCORE, pick_small_test_budget
+    from sleeptime.analysis.predictability import logprob_scores, predictability_gain, predictability_scores
+
+    cfg = _load_config(config, output_dir=output_dir)
+    with _published(cfg).read() as con:
+        frames = load_frames(con)
+        contexts = dict(con.execute("SELECT context_id, text FROM contexts_current").fetchall())
+    answers = graded_answers(frames.answers)
+    test_budget = pick_small_test_budget(answers)
+    budgets = [b for b in order_sleep_budgets(answers, frames.sleep) if b != NONE]
+    if test_budget is None or not budgets:
+        console.print("[yellow]no graded answers with and without c' to compare yet[/yellow]")
+        raise typer.Exit(1)
+    largest = budgets[-1]
+    measures = [(PROXY_SCORE, predictability_scores(frames.queries, frames.variants, largest))]
+    if logprob_model is not None:
+        spec = cfg.models.get(logprob_model)
+        if spec is None:
+            console.print(f"[red]model {logprob_model!r} is not configured[/red]; configured: {sorted(cfg.models)}")
+            raise typer.Exit(2)
+        from sleeptime.model import ModelError, ModelGateway
+        from sleeptime.model.local_server import LocalServer, LocalServerError
+
+        server = LocalServer(spec.local_server) if spec.local_server is not None else contextlib.nullcontext()
+        console.print(f"scoring {len(frames.queries)} queries with {logprob_model} ...")
+        try:
+            with server:
+                scores = asyncio.run(logprob_scores(ModelGateway({logprob_model: spec}), logprob_model,
+                                                    frames.queries, contexts))
+        except (LocalServerError, ModelError) as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from exc
+        if scores["score"].notna().any():
+            cfg.logprob_scores_path.parent.mkdir(parents=True, exist_ok=True)
+            scores.assign(model=logprob_model).to_parquet(cfg.logprob_scores_path, index=False)
+            console.print(f"saved to {cfg.logprob_scores_path} (the report uses them)")
+            measures.append((f"log P(q | c) under {logprob_model}", scores))
+        else:
+            console.print(f"[yellow]{logprob_model}'s provider returned no log-probabilities; only the text proxy[/yellow]")
+    for label, scores in measures:
+        summary, table = predictability_gain(answers, scores, test_budget, largest)
+        console.print(f"\n[bold]{label}[/bold]: gain of c' ({largest}) at {test_budget}, trend "
+                      f"{summary.get('trend') if summary.get('trend') is None else format(summary['trend'], '+.3f')}, "
+                      f"{summary['n']} queries")
+        console.print(table.round(3).to_string(index=False), markup=False)
+
+
+@app.command()
 def plan(config: ConfigOpt = None, output_dir: OutputOpt = None) -> None:
     """What the next refresh would compute: the sleep allocation (by the published policy and the
     traffic now, under `policy.sleep_allocation: traffic`) against every budget everywhere."""

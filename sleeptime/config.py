@@ -229,6 +229,12 @@ class RunConfig(BaseModel):
     def data_docs_dir(self) -> Path:
         return self.output_dir / "quality" / "data_docs"
 
+    @property
+    def logprob_scores_path(self) -> Path:
+        """log P(q | c) per query from a model that gives log-probabilities (`sleeptime
+        predictability --logprob-model`); the report's predictability analysis uses them when present."""
+        return self.output_dir / "analysis" / "logprob_scores.parquet"
+
 
 def load_config(path: Path | None = None, **overrides: Any) -> RunConfig:
     """Read ``path`` (YAML) if given, then apply non-None ``overrides`` on top."""

@@ -53,12 +53,19 @@ def pick_small_test_budget(answers: pd.DataFrame) -> str | None:
     return order[0] if order else None
 
 
+PROXY_SCORE = "max share of the question's content words stated in one line of c' (proxy for log P(q|c))"
+
+
 def headline_numbers(
-    frames: AnalysisFrames, small_test_budget: str | None = None, t: float = 10.0, n_queries: int = 10
+    frames: AnalysisFrames, small_test_budget: str | None = None, t: float = 10.0, n_queries: int = 10,
+    scores: pd.DataFrame | None = None, score_label: str | None = None,
 ) -> dict:
     """Every published claim recomputed on this warehouse (token reduction at equal accuracy, gain from
     scaling sleep time, amortized cost at ``n_queries`` per context, predictability trend, sleep time vs
-    pass@k), so a report or dashboard quotes numbers produced by one documented rule each."""
+    pass@k), so a report or dashboard quotes numbers produced by one documented rule each.
+
+    ``scores`` (query_id, context_id, score), when given, replace the text proxy in the
+    predictability analysis: the paper's log P(q | c) from a model that gives log-probabilities."""
     answers, sleep = graded_answers(frames.answers), frames.sleep
     curve = accuracy_vs_tokens(answers, sleep)
     test_budget = small_test_budget or pick_small_test_budget(answers)
@@ -71,10 +78,11 @@ def headline_numbers(
 
     predictability: dict = {"scored_with_sleep_budget": largest}
     if largest is not None and test_budget:
-        scores = predictability_scores(frames.queries, frames.variants, largest)
+        if scores is None:
+            scores, score_label = predictability_scores(frames.queries, frames.variants, largest), PROXY_SCORE
         summary, table = predictability_gain(answers, scores, test_budget, largest)
         predictability |= {
-            "score": "max share of the question's content words stated in one line of c' (proxy for log P(q|c))",
+            "score": score_label or "log P(q | c)",
             "mean_score": float(scores["score"].mean()) if len(scores) else None,
             **summary,
             "table": table,

@@ -233,13 +233,30 @@ def _fmt(value: Any, pattern: str = "{:.2f}") -> str:
     return "n/a" if value is None else pattern.format(value)
 
 
+def logprob_scores_for_report(config: RunConfig, frames: AnalysisFrames) -> tuple[pd.DataFrame | None, str | None]:
+    """The model's log P(q | c) per query when `sleeptime predictability --logprob-model` wrote them
+    and they cover at least half of the current queries; otherwise (None, None): the text proxy."""
+    path = config.logprob_scores_path
+    if not path.is_file():
+        return None, None
+    scores = pd.read_parquet(path)
+    scored = scores.dropna(subset=["score"])
+    current = set(frames.queries["query_id"])
+    if not current or len(set(scored["query_id"]) & current) < len(current) / 2:
+        return None, None
+    model = str(scores["model"].iloc[0]) if "model" in scores and len(scores) else "a model"
+    return scored[["query_id", "context_id", "score"]], f"log P(q | c) under {model} (token log-probabilities)"
+
+
 def build_report(con: duckdb.DuckDBPyConnection, config: RunConfig, frames: AnalysisFrames | None = None) -> tuple[str, dict[str, Any]]:
     """(html, numbers): the page and the numbers it quotes."""
     frames = frames or load_frames(con)
     if frames.answers.empty:
         raise ValueError("the warehouse has no graded answers yet: run the evaluation (`sleeptime run`) first")
     weight = config.policy.test_token_weight
-    head = headline_numbers(frames, t=weight, n_queries=int(config.policy.expected_queries_per_context))
+    scores, label = logprob_scores_for_report(config, frames)
+    head = headline_numbers(frames, t=weight, n_queries=int(config.policy.expected_queries_per_context),
+                            scores=scores, score_label=label)
     curve = accuracy_vs_tokens(frames.answers, frames.sleep)
     sleep_order = order_sleep_budgets(frames.answers, frames.sleep)
     test_order = order_test_budgets(frames.answers)

@@ -96,3 +96,44 @@ def test_report_renders_with_drawn_plots_in_headless_chromium(published, tmp_pat
     pixels = list(image.getdata())
     ink = sum(1 for p in pixels if p < 200) / len(pixels)
     assert ink > 0.03, f"only {ink:.1%} of the page is drawn"
+
+
+def test_report_uses_saved_log_probabilities_when_they_cover_the_queries(published, tmp_path):
+    """`sleeptime predictability --logprob-model` saves log P(q | c) per query; the report's
+    predictability analysis then uses them instead of the text proxy, and says so."""
+    import json
+
+    import pandas as pd
+
+    warehouse, config = published
+    with warehouse.read() as con:
+        queries = con.execute("SELECT query_id, context_id FROM queries_current ORDER BY query_id").df()
+    path = config.logprob_scores_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        scores = queries.assign(score=-(queries.index.to_numpy() % 7).astype(float), model="some-model")
+        scores.to_parquet(path, index=False)
+        out = write_report(warehouse, config, tmp_path / "with.html")
+        pred = json.loads(out.with_suffix(".json").read_text())["headline"]["predictability"]
+        assert pred["score"] == "log P(q | c) under some-model (token log-probabilities)"
+        assert pred["n"] > 0 and len(pred["gain_per_quantile"]) == pred["quantiles"]
+        # Scores for under half of the queries: the text proxy again.
+        scores.iloc[: len(scores) // 3].to_parquet(path, index=False)
+        out = write_report(warehouse, config, tmp_path / "partial.html")
+        pred = json.loads(out.with_suffix(".json").read_text())["headline"]["predictability"]
+        assert pred["score"].startswith("max share of the question's content words")
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def test_predictability_command_prints_the_gain_by_quantile(published):
+    from typer.testing import CliRunner
+
+    from sleeptime.cli import app
+
+    _, config = published
+    result = CliRunner().invoke(app, ["predictability", "--output-dir", str(config.output_dir)])
+    assert result.exit_code == 0, result.output
+    assert "max share of the question's content words" in result.output and "trend" in result.output
+    unknown = CliRunner().invoke(app, ["predictability", "--output-dir", str(config.output_dir), "--logprob-model", "nope"])
+    assert unknown.exit_code == 2 and "not configured" in unknown.output
