@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Annotated, Any, AsyncIterator
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from sleeptime.compute import answer_query
 from sleeptime.config import RunConfig, load_config
@@ -96,13 +97,25 @@ def default_keys_path(config: RunConfig) -> Path:
 
 # --- API models ----------------------------------------------------------------------------------
 
-Question = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+def _utf8(value: str) -> str:
+    """Text that can be encoded: a lone surrogate (JSON's "\\ud800") cannot be hashed, logged or
+    sent to a model, so it is a client error here rather than a failure later."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (it holds a lone surrogate)") from None
+    return value
+
+
+Question = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1), AfterValidator(_utf8)]
 
 
 class AnswerRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN, Infinity and 1e999 (which JSON parsers read as infinity) are not numbers a cap or a
+    # target can take.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    context_id: Annotated[str, StringConstraints(min_length=1, max_length=256)] = Field(
+    context_id: Annotated[str, StringConstraints(min_length=1, max_length=256), AfterValidator(_utf8)] = Field(
         description="A context id of the caller's tenant (GET /v1/contexts)."
     )
     question: Question = Field(description="The question, at most max_question_chars characters (default 4000; 413 beyond).")
@@ -119,7 +132,7 @@ class AnswerRequest(BaseModel):
         default=None, gt=0,
         description="Cap on the option's measured mean model latency in the evaluation, in milliseconds.",
     )
-    kind: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
+    kind: Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_utf8)] | None = Field(
         default=None,
         description="The query kind for the policy's kind scope; inferred from the question when left out.",
     )
@@ -289,6 +302,22 @@ def _choice_out(selection: Selection, step: Step, fallback: bool, reason: str | 
     )
 
 
+def _printable(value: Any) -> Any:
+    """A location or message part that JSON can carry (a lone surrogate escaped)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming each bad field, without echoing the input: FastAPI's own handler repeats it,
+    which fails for NaN or a lone surrogate (a 500, with the body in the traceback) and would put
+    a client's question in any log that records responses."""
+    detail = [{"loc": [_printable(part) for part in error.get("loc", ())], "msg": _printable(str(error.get("msg", ""))),
+               "type": _printable(str(error.get("type", "")))} for error in exc.errors()]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     settings = settings or ServiceSettings()
     config = settings.config
@@ -345,6 +374,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         ),
         lifespan=lifespan,
     )
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.state.settings = settings
     app.state.holder = holder
     app.state.keys = keys

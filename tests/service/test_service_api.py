@@ -174,3 +174,25 @@ def test_running_without_auth_needs_the_flag_and_warns(served, helpers, caplog):
         listed = c.get("/v1/contexts").json()
         assert listed["tenant"] is None and listed["total"] == 6
     assert ServiceSettings().auth is True
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"context_id": "CTX", "question": "How many?", "target_accuracy": NaN}',
+    b'{"context_id": "CTX", "question": "How many?", "max_cost": Infinity}',
+    b'{"context_id": "CTX", "question": "How many?", "max_latency_ms": 1e999}',
+    b'{"context_id": "CTX", "question": "How many?", "colour": NaN}',
+    b'{"context_id": "CTX", "question": "How many \\ud800 coins?"}',
+    b'{"context_id": "\\ud800", "question": "How many?"}',
+    b'{"context_id": "CTX", "question": "How many?", "\\udfff": 1}',
+])
+def test_unencodable_input_is_422_and_never_echoed_or_logged(served, client, raw, caplog, capfd):
+    """NaN, Infinity, 1e999 or a lone surrogate anywhere in the body: 422 naming the field, the
+    input not echoed (it cannot be encoded), and the question text in no log."""
+    body = raw.replace(b"CTX", served.ids("acme")[0].encode())
+    r = client.post("/v1/answer", content=body, headers={**served.headers("acme"), "Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert detail and all("input" not in e for e in detail)
+    assert "How many" not in caplog.text
+    out, err = capfd.readouterr()
+    assert "How many" not in out + err
