@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+import re
 import uuid
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
@@ -34,7 +35,7 @@ from sleeptime.config import RunConfig, load_config
 from sleeptime.domain import Query as DomainQuery
 from sleeptime.model import ModelError, ModelGateway, ResponseCache
 from sleeptime.service import metrics as metrics_mod
-from sleeptime.service.keys import KeyStore, Principal
+from sleeptime.service.keys import KeyFileError, KeyStore, Principal
 from sleeptime.service.limits import BodySizeLimit
 from sleeptime.service.querylog import QueryLog, partition, question_digest
 from sleeptime.service.selection import Selection, Step, Unsatisfiable, infer_kind, select
@@ -241,10 +242,17 @@ def _principal(
     settings: ServiceSettings = request.app.state.settings
     if not settings.auth:
         return Principal(tenant=None)
-    secret = credentials.credentials if credentials is not None else api_key
+    bearer = credentials.credentials if credentials is not None else None
+    if bearer and api_key and bearer.strip() != api_key.strip():
+        # Two different keys: serving either could act for the wrong tenant.
+        raise HTTPException(400, {"reason": "conflicting credentials: send one key, in Authorization or in X-API-Key"})
+    secret = bearer or api_key
     if not secret:
         raise HTTPException(401, {"reason": "missing API key"}, headers={"WWW-Authenticate": "Bearer"})
-    info = request.app.state.keys.verify(secret)
+    try:
+        info = request.app.state.keys.verify(secret)
+    except KeyFileError:
+        raise HTTPException(503, {"reason": "API keys unavailable: the key file cannot be read"}) from None
     if info is None:
         raise HTTPException(401, {"reason": "invalid or revoked API key"}, headers={"WWW-Authenticate": "Bearer"})
     return Principal(tenant=info.tenant, key_id=info.key_id)
@@ -300,6 +308,14 @@ def _choice_out(selection: Selection, step: Step, fallback: bool, reason: str | 
         fallback=fallback,
         reason=reason or selection.reason,
     )
+
+
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\s'\";,\\/:]+){2,}[\\/]?")
+
+
+def _public(message: str | None) -> str | None:
+    """An error for unauthenticated endpoints: file system paths replaced (the log keeps them)."""
+    return _PATH.sub("<path>", message) if message else message
 
 
 def _printable(value: Any) -> Any:
@@ -398,7 +414,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         """Readiness: 200 once a warehouse snapshot is loaded (and while one is), else 503."""
         snapshot = holder.current
         if snapshot is None:
-            return JSONResponse({"status": "not ready", "reason": holder.last_error or "loading the warehouse snapshot"}, 503)
+            return JSONResponse({"status": "not ready", "reason": _public(holder.last_error) or "loading the warehouse snapshot"}, 503)
         return JSONResponse({
             "status": "ready",
             "snapshot": snapshot.name,
@@ -406,7 +422,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             "contexts": len(snapshot.contexts),
             "loaded_at": snapshot.loaded_at.isoformat(),
             "reloads": holder.reloads,
-            "last_error": holder.last_error,
+            "last_error": _public(holder.last_error),
         })
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)

@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
@@ -67,12 +68,20 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+log = logging.getLogger("sleeptime.service")
+
+
+class KeyFileError(RuntimeError):
+    """The key file cannot be read and no good copy was read before (the service answers 503)."""
+
+
 class KeyStore:
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
         self._records: dict[str, dict[str, Any]] = {}
+        self._loaded = False  # a good set was read at least once
 
     # -- reading ----------------------------------------------------------------------------
     def _read_file(self) -> dict[str, dict[str, Any]]:
@@ -93,7 +102,15 @@ class KeyStore:
             stamp = None
         with self._lock:
             if stamp != self._stamp:
-                self._records = self._read_file() if stamp is not None else {}
+                try:
+                    self._records = self._read_file() if stamp is not None else {}
+                    self._loaded = True
+                except (ValueError, KeyError, TypeError, OSError) as exc:  # JSONDecodeError is a ValueError
+                    # A half-written or hand-broken file: keep the last good set; with none, refuse.
+                    if not self._loaded:
+                        raise KeyFileError(f"the API key file cannot be read ({type(exc).__name__})") from None
+                    log.warning("API key file unreadable (%s); keeping the %d keys read before",
+                                type(exc).__name__, len(self._records))
                 self._stamp = stamp
             return self._records
 

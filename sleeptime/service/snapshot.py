@@ -205,6 +205,7 @@ class SnapshotHolder:
             self._note_error(None, str(exc))
             return False
         if self.current is not None and self.current.identity == target:
+            self.last_error = None  # the published file is the one served: whatever failed has passed
             return False
         if (
             self._failed_target is not None

@@ -196,3 +196,56 @@ def test_unencodable_input_is_422_and_never_echoed_or_logged(served, client, raw
     assert "How many" not in caplog.text
     out, err = capfd.readouterr()
     assert "How many" not in out + err
+
+
+def test_two_different_keys_are_refused_one_key_twice_is_served(served, client):
+    ctx = served.ids("acme")[0]
+    acme, globex = served.secrets["acme"], served.secrets["globex"]
+    body = {"context_id": ctx, "question": "How many coins does Hugo have?"}
+    both = client.post("/v1/answer", json=body, headers={"Authorization": f"Bearer {acme}", "X-API-Key": globex})
+    assert both.status_code == 400 and "conflicting credentials" in both.text
+    same = client.post("/v1/answer", json=body, headers={"Authorization": f"Bearer {acme}", "X-API-Key": acme})
+    assert same.status_code == 200
+
+
+def test_readyz_shows_no_paths(client):
+    holder = client.app.state.holder
+    holder.last_error = "FileNotFoundError: no published warehouse at /srv/data/out/warehouse/sleeptime.duckdb; run it"
+    try:
+        body = client.get("/readyz").json()  # (the poller may already have cleared the error: fine)
+        assert "/srv/data" not in json.dumps(body)
+    finally:
+        holder.last_error = None
+    from sleeptime.service.app import _public
+
+    assert _public("no published warehouse at /srv/data/out/w.duckdb; run it") == "no published warehouse at <path>; run it"
+    assert _public('cannot open "C:\\data\\w.duckdb"') == 'cannot open "<path>"'
+    assert _public("ratio 1/2") == "ratio 1/2"
+
+
+def test_an_unreadable_key_file_keeps_the_last_good_keys_or_answers_503(served, helpers, tmp_path):
+    import shutil
+
+    keys_path = tmp_path / "api_keys.json"
+    shutil.copyfile(served.keys.path, keys_path)
+    settings = ServiceSettings(config=served.config, keys_path=keys_path, query_log_dir=tmp_path / "log")
+    body = {"context_id": served.ids("acme")[0], "question": "How many coins does Hugo have?"}
+    with TestClient(create_app(settings)) as c:
+        helpers.wait_ready(c)
+        assert c.post("/v1/answer", json=body, headers=served.headers("acme")).status_code == 200
+        keys_path.write_text('{"version": 1, "keys": [', encoding="utf-8")  # a half-written file
+        assert c.post("/v1/answer", json=body, headers=served.headers("acme")).status_code == 200  # last good set
+    settings = ServiceSettings(config=served.config, keys_path=keys_path, query_log_dir=tmp_path / "log2")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        helpers.wait_ready(c)
+        r = c.post("/v1/answer", json=body, headers=served.headers("acme"))
+        assert r.status_code == 503 and "key file" in r.text
+
+
+def test_readyz_drops_an_error_once_the_published_file_is_served_again(client):
+    import asyncio
+
+    holder = client.app.state.holder
+    holder.last_error = "OSError: the disk hiccuped"
+    assert asyncio.run(holder.check()) is False  # the served file is the published one
+    assert holder.last_error is None and client.get("/readyz").json()["last_error"] is None
