@@ -12,6 +12,12 @@ never writes the lake itself: the pipeline is its one writer. A failed write kee
 rows for the next flush (at most ``max_pending`` rows are kept; beyond that the oldest are
 dropped and counted).
 
+What a crash loses: a SIGKILL (or power loss) loses the rows still waiting in memory, at most
+``batch_size`` rows or ``flush_s`` seconds of traffic, and any batch being written at that moment.
+Such a half-written batch is a hidden temporary file; the next start of the service removes the
+ones older than ten minutes and says how many it found. A normal stop (SIGTERM, Ctrl-C) writes
+everything pending.
+
 What is stored, and what is not: the context, the choice, tokens, cost, latency, the outcome and
 the key id; never the question text (only its sha256, so repeated questions can be counted, and
 its length), never the answer, never the key's secret.
@@ -135,6 +141,11 @@ class QueryLog:
             await asyncio.to_thread(self.flush)
 
     def start(self) -> None:
+        if self.enabled:
+            stale = self.spool.remove_stale_temp(TABLE)
+            if stale:
+                log.warning("query log: removed %d unfinished batch files left by a killed service "
+                            "(their rows were lost with it)", stale)
         if self._task is None and self.enabled:
             self._wake = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="sleeptime-query-log")

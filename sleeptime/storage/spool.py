@@ -46,6 +46,23 @@ class Spool:
     def write(self, table: str, rows: pa.Table) -> Path:
         return write_parquet_atomic(rows, self.root / table / f"batch-{uuid.uuid4().hex}.parquet")
 
+    def remove_stale_temp(self, table: str, older_than_s: float = 600.0) -> int:
+        """Delete hidden temporary files older than ``older_than_s`` (writes a killed process never
+        finished: unsynced, possibly partial, so not worth promoting); returns how many. Younger
+        ones may be another process's write in progress."""
+        import time
+
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for tmp in (self.root / table).glob(".*.tmp"):
+            try:
+                if tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
+
     def files(self, table: str) -> list[Path]:
         return sorted(p for p in (self.root / table).glob("*.parquet") if not p.name.startswith("."))
 

@@ -164,3 +164,29 @@ def test_a_failed_write_keeps_the_rows_for_the_next_flush(tmp_path):
     assert log.flush() == [] and log.pending == 1
     blocked.unlink()
     assert len(log.flush()) == 1 and log.pending == 0 and log.written == 1
+
+
+def test_start_removes_batches_a_killed_service_left_half_written(tmp_path, caplog):
+    """A SIGKILL mid-write leaves a hidden temporary file; the next start removes it (and says so)
+    unless it is young enough to be another process's write in progress."""
+    import asyncio
+    import os
+    import time
+
+    folder = tmp_path / "spool" / "query_log"
+    folder.mkdir(parents=True)
+    old, young = folder / ".batch-a.parquet.1.tmp", folder / ".batch-b.parquet.2.tmp"
+    for path in (old, young):
+        path.write_bytes(b"PAR1 half a file")
+    an_hour_ago = time.time() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))
+
+    async def start_and_stop():
+        log = QueryLog(tmp_path / "spool")
+        log.start()
+        await log.stop()
+
+    asyncio.run(start_and_stop())
+    assert not old.exists() and young.exists()
+    assert "removed 1 unfinished batch" in caplog.text
+    assert Spool(tmp_path / "spool").files("query_log") == []
