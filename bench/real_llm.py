@@ -13,9 +13,10 @@ The grid (sized to about an hour on 2 cores):
 * the 0.5B answers every query on the raw context and with the 1.5B's c', at ``t1-brief`` (96
   tokens) and ``t2-steps`` (384 tokens): the strong-prepares / fast-answers cell;
 * the 1.5B answers a third of the queries at ``t2-steps`` on the raw context and with its own c';
-* predictability: log P(q | c) from the 0.5B's token log-probabilities (llama.cpp's completions
-  endpoint with echo, through litellm: ``sleeptime.analysis.predictability.logprob_scores``), per
-  query, and the text proxy beside it; the gain of c' by halves of each.
+* predictability: the text proxy per query (share of the question's words stated in one line of
+  c'); the gain of c' by halves of it. Not log P(q | c): llama-cpp-python's server returns echoed
+  prompt log-probabilities shifted by one token (see ``run``), so the paper's measure needs a
+  provider that scores prompts correctly (``sleeptime predictability --logprob-model``).
 
 Writes bench/results/real_llm.md and .json (the replies included, so "why" can be read).
 """
@@ -36,7 +37,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sleeptime.analysis.predictability import logprob_scores, predictability_scores  # noqa: E402
+from sleeptime.analysis.predictability import predictability_scores  # noqa: E402
 from sleeptime.compute import answer_query, make_variant  # noqa: E402
 from sleeptime.config import load_config  # noqa: E402
 from sleeptime.dataset import load_corpus  # noqa: E402
@@ -107,10 +108,11 @@ async def run(args) -> dict:
                     for query in queries:  # same context prefix in a row: llama.cpp reuses it
                         record(await answer_query(gateway, SMALL, context, query, budget, variant), SMALL, context.id, query)
             print(f"[{time.perf_counter() - started:6.0f}s] 0.5B: {context.id} done", flush=True)
-        # log P(q | c) from the 0.5B's echoed prompt log-probabilities, through litellm.
-        queries_frame = pd.DataFrame([{"query_id": q.id, "context_id": c.id, "text": q.text} for c, qs in work for q in qs])
-        scores = await logprob_scores(gateway, SMALL, queries_frame, {c.id: c.text for c, _ in work})
-    logprobs = {q: (None if v != v else float(v)) for q, v in zip(scores["query_id"], scores["score"])}
+    # No log P(q | c) here: llama-cpp-python 0.3.36's server scores each echoed prompt token with
+    # the distribution that predicts the next one (checked on SmolLM2: "a" after " Av" -8.3), so its
+    # sums are not the paper's measure. The quick run of 2026-12-01 used them; they were invalid.
+    queries_frame = pd.DataFrame([{"query_id": q.id, "context_id": c.id, "text": q.text} for c, qs in work for q in qs])
+    logprobs: dict[str, float | None] = {}
     # The text proxy on the same queries (share of the question's words stated in one line of c').
     variant_frame = pd.DataFrame([{"context_id": k, "sleep_budget": SLEEP.name, "sample_index": 0, "text": v.text,
                                    "completion_tokens": v.usage.completion_tokens} for k, v in variants.items()])

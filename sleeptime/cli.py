@@ -490,6 +490,13 @@ def predictability(
         if spec is None:
             console.print(f"[red]model {logprob_model!r} is not configured[/red]; configured: {sorted(cfg.models)}")
             raise typer.Exit(2)
+        if spec.local_server is not None:
+            # Measured with llama-cpp-python 0.3.36: its server pairs each echoed prompt token with
+            # the distribution that predicts the *next* token, so the sum is not log P(q | c).
+            console.print(f"[red]{logprob_model} is served by llama-cpp-python, whose echoed prompt log-probabilities "
+                          "are shifted by one token (not log P(q | c)); use a provider whose completions API scores "
+                          "prompts, such as vLLM[/red]")
+            raise typer.Exit(2)
         from sleeptime.model import ModelError, ModelGateway
         from sleeptime.model.local_server import LocalServer, LocalServerError
 

@@ -76,24 +76,3 @@ def test_smollm2_answers_from_raw_and_enriched_contexts_with_real_usage(pipeline
     assert all(p["small"] > p["none"] for p in by_query.values())
     assert summary.model_calls == 6 + 1  # 6 answers by SmolLM2, 1 variant by the reference reasoner
 
-
-def test_question_log_probability_through_litellm(tmp_path):
-    """The paper's predictability measure, log P(q | c), from the real server's echoed prompt
-    log-probabilities through litellm: a continuation the context makes likely scores higher."""
-    import asyncio
-
-    from sleeptime.model import ModelGateway, ModelSpec, continuation_logprob
-    from sleeptime.model.local_server import LocalServer
-
-    port = _free_port()
-    spec = ModelSpec(model="openai/smollm2", api_base=f"http://127.0.0.1:{port}/v1", api_key="local",
-                     input_cost_per_million=0.0, output_cost_per_million=0.0, timeout_s=120,
-                     local_server={"gguf": "smollm2", "port": port})
-    gateway = ModelGateway({"smollm2": spec})
-    context = "Ava has 3 red apples and 5 green apples. Ava gives 2 apples to Ben.\n\nQuestion:"
-    with LocalServer(spec.local_server, log_path=tmp_path / "server.log", start_timeout_s=120):
-        likely = asyncio.run(continuation_logprob(gateway, "smollm2", context, " How many apples does Ava have?"))
-        unlikely = asyncio.run(continuation_logprob(gateway, "smollm2", context, " Which violin did the octopus tune?"))
-    assert likely is not None and unlikely is not None
-    assert likely < 0 and unlikely < 0
-    assert likely > unlikely

@@ -108,3 +108,36 @@ def test_reference_model_goes_through_litellm():
     out = asyncio.run(gw.complete("reference", msgs, max_tokens=50))
     assert "The answer is 5." in out.text
     assert out.usage.completion_tokens <= 50 and out.cost_usd == 0.0
+
+
+def test_continuation_logprob_sums_the_continuation_tokens_only(monkeypatch):
+    """The echoed prompt's token log-probabilities (OpenAI completions semantics: each token scored
+    given the tokens before it) summed over the continuation; the prompt's own tokens left out."""
+    import asyncio
+
+    import litellm
+
+    from sleeptime.model import ModelGateway, ModelSpec, continuation_logprob
+
+    prefix, continuation = "Context: Ava has 3.\n\nQuestion:", " How many?"
+    tokens = ["Context", ":", " Ava", " has", " 3", ".", "\n\n", "Question", ":", " How", " many", "?", "\n"]
+    offsets, at = [], 0
+    for t in tokens:
+        offsets.append(at)
+        at += len(t)
+    values = [None, -1.0, -2.0, -1.5, -3.0, -0.5, -0.2, -0.4, -0.1, -2.5, -0.7, -0.3, -9.0]
+    seen = {}
+
+    async def fake(**kwargs):
+        seen.update(kwargs)
+        logprobs = litellm.types.utils.Logprobs(text_offset=offsets, token_logprobs=values, tokens=tokens, top_logprobs=[])
+        return litellm.types.utils.TextCompletionResponse(
+            choices=[{"text": prefix + continuation + "\n", "index": 0, "logprobs": logprobs, "finish_reason": "length"}])
+
+    monkeypatch.setattr(litellm, "atext_completion", fake)
+    spec = ModelSpec(model="openai/m", api_base="http://127.0.0.1:1/v1", api_key="k",
+                     input_cost_per_million=0.0, output_cost_per_million=0.0)
+    score = asyncio.run(continuation_logprob(ModelGateway({"m": spec}), "m", prefix, continuation))
+    assert score == -2.5 - 0.7 - 0.3  # " How", " many", "?": not the generated "\n", not the prompt
+    assert seen["echo"] is True and seen["logprobs"] == 1 and seen["max_tokens"] == 1
+    assert seen["prompt"] == prefix + continuation

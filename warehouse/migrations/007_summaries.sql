@@ -7,7 +7,7 @@ CREATE TABLE summary_sleep (
     context_id        VARCHAR,
     sleep_budget      VARCHAR,
     variants          BIGINT,
-    completion_tokens HUGEINT,
+    completion_tokens BIGINT,
     cost_usd          DOUBLE
 );
 
@@ -20,9 +20,9 @@ CREATE TABLE summary_answers (
     graded            BOOLEAN,   -- correct IS NOT NULL
     answers           BIGINT,    -- first-sample answers (sample_index 0)
     correct           BIGINT,
-    completion_tokens HUGEINT,
+    completion_tokens BIGINT,
     completion_n      BIGINT,
-    prompt_tokens     HUGEINT,
+    prompt_tokens     BIGINT,
     prompt_n          BIGINT,
     cost_usd          DOUBLE,
     latency_s         DOUBLE,
@@ -42,7 +42,7 @@ CREATE TABLE summary_pass_at_k (
     k           INTEGER,
     queries     BIGINT,    -- queries with samples 0..k-1 all graded
     passed      BIGINT,    -- of which any sample is correct
-    tokens      HUGEINT,   -- their completion tokens over the k samples
+    tokens      BIGINT,    -- their completion tokens over the k samples
     tokens_n    BIGINT
 );
 
