@@ -112,7 +112,6 @@ async def run(args) -> dict:
     # the distribution that predicts the next one (checked on SmolLM2: "a" after " Av" -8.3), so its
     # sums are not the paper's measure. The quick run of 2026-12-01 used them; they were invalid.
     queries_frame = pd.DataFrame([{"query_id": q.id, "context_id": c.id, "text": q.text} for c, qs in work for q in qs])
-    logprobs: dict[str, float | None] = {}
     # The text proxy on the same queries (share of the question's words stated in one line of c').
     variant_frame = pd.DataFrame([{"context_id": k, "sleep_budget": SLEEP.name, "sample_index": 0, "text": v.text,
                                    "completion_tokens": v.usage.completion_tokens} for k, v in variants.items()])
@@ -120,7 +119,7 @@ async def run(args) -> dict:
     proxy_scores = {q: (None if v != v else float(v)) for q, v in zip(proxy["query_id"], proxy["score"])}
     return {"answers": answers, "variants": {k: {"tokens": v.usage.completion_tokens, "text": v.text}
                                                 for k, v in variants.items()},
-            "logprobs": logprobs, "proxy_scores": proxy_scores, "n_queries": n_queries, "contexts": len(work), "seconds": time.perf_counter() - started}
+            "proxy_scores": proxy_scores, "n_queries": n_queries, "contexts": len(work), "seconds": time.perf_counter() - started}
 
 
 def summarize(raw: dict) -> dict:
@@ -155,7 +154,7 @@ def summarize(raw: dict) -> dict:
             reduction = {"raw": best_raw.to_dict(), "with_cprime": ok.iloc[0].to_dict(),
                          "ratio": best_raw["mean_test_tokens"] / ok.iloc[0]["mean_test_tokens"]}
     # Predictability: the gain of c' (0.5B, t1-brief) in the more and the less predictable half, by
-    # the model's log P(q | c) and by the text proxy.
+    # the text proxy.
     small_brief = df[(df["model"] == SMALL) & (df["test"] == "t1-brief")]
 
     def halves_by(score: dict) -> dict | None:
@@ -173,9 +172,8 @@ def summarize(raw: dict) -> dict:
         return {"median": median, "halves": halves,
                 "trend": halves["more predictable"]["gain"] - halves["less predictable"]["gain"]}
 
-    trend = halves_by(raw["logprobs"])
     proxy_trend = halves_by(raw.get("proxy_scores") or {})
-    return {"cells": cells, "reduction": reduction, "predictability": trend, "predictability_proxy": proxy_trend, "sleep_tokens_per_context": sleep_tokens,
+    return {"cells": cells, "reduction": reduction, "predictability_proxy": proxy_trend, "sleep_tokens_per_context": sleep_tokens,
             "strong_prepares_fast_answers": {
                 "0.5B with 1.5B c', t2-steps": cell(SMALL, "1.5B", "t2-steps"),
                 "0.5B with 1.5B c', t1-brief": cell(SMALL, "1.5B", "t1-brief"),
@@ -211,8 +209,7 @@ def markdown(raw: dict, summary: dict, args, load_before: str, load_after: str) 
     else:
         line = "no c' cell reaches the best raw cell's accuracy."
     lines += ["", "**Test-time tokens at equal accuracy (0.5B)**: " + line, ""]
-    for key, label in (("predictability", "log P(q | c) from the 0.5B's token log-probabilities (the paper's measure)"),
-                       ("predictability_proxy", "the text proxy (share of the question's words stated in one line of c')")):
+    for key, label in (("predictability_proxy", "the text proxy (share of the question's words stated in one line of c')"),):
         p = summary.get(key)
         if p:
             h = p["halves"]

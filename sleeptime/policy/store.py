@@ -16,7 +16,7 @@ import pyarrow as pa
 from sleeptime.config import PolicyConfig
 from sleeptime.policy._fit import KEY_COLUMNS, PolicySettings, fit_policy_from_stats, fit_result
 from sleeptime.policy._policy import Policy
-from sleeptime.policy._policy import policy_rows as build_rows
+from sleeptime.policy._policy import policy_rows as fit_rows
 from sleeptime.storage.lake import as_arrow
 
 # What the fit reads: the warehouse's per-context summaries of the graded first-sample answers
@@ -95,7 +95,11 @@ def _categorical_frame(table: pa.Table, columns: tuple[str, ...]) -> pd.DataFram
 
 def policy_rows(policy: Policy, run_id: str) -> pa.Table:
     """The policy's rows as the ``policies`` table stores them."""
-    return as_arrow("policies", pa.Table.from_pandas(policy.rows().assign(run_id=run_id), preserve_index=False))
+    return _stored(policy.rows(), run_id)
+
+
+def _stored(rows: pd.DataFrame, run_id: str) -> pa.Table:
+    return as_arrow("policies", pa.Table.from_pandas(rows.assign(run_id=run_id), preserve_index=False))
 
 
 def derive_policy(con: duckdb.DuckDBPyConnection, config: PolicyConfig, run_id: str,
@@ -111,8 +115,7 @@ def derive_policy(con: duckdb.DuckDBPyConnection, config: PolicyConfig, run_id: 
     known = con.execute("SELECT count(*) FROM policies WHERE policy_version = ?", [fit.version]).fetchone()[0]
     if known:
         return {}
-    rows = build_rows(fit)
-    return {"policies": as_arrow("policies", pa.Table.from_pandas(rows.assign(run_id=run_id), preserve_index=False))}
+    return {"policies": _stored(fit_rows(fit), run_id)}
 
 
 def load_published_policy(con: duckdb.DuckDBPyConnection) -> Policy | None:
