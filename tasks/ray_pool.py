@@ -20,7 +20,7 @@ import ray
 
 from sleeptime.compute import BatchResult, SleepJob, TestJob, run_sleep_jobs, run_test_jobs
 from sleeptime.config import RunConfig
-from sleeptime.model import ModelSpec
+from sleeptime.model import ModelSpec, ResponseCache
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,9 @@ class RayPool:
         }
         per_actor = max(1, math.ceil(self.config.concurrency / self.workers))
         cache = self.config.response_cache_path
+        if cache:
+            # Create the file (WAL mode, table) here, once, before the actors open it together.
+            ResponseCache(cache).close()
         self.actors = [
             ModelWorker.remote(shares, per_actor, str(cache.resolve()) if cache else None,
                                list(self.config.response_cache.exclude_models))

@@ -16,12 +16,16 @@ import hashlib
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from sleeptime.domain import Usage
+
+T = TypeVar("T")
 
 
 class CachePolicy(BaseModel):
@@ -50,6 +54,36 @@ class CachedReply(BaseModel):
     usage: Usage
 
 
+def _retry_when_locked(fn: Callable[[], T], attempts: int = 40) -> T:
+    """Run ``fn`` again when SQLite answers "database is locked" before its busy timeout.
+
+    SQLite gives up at once, without waiting, when waiting could deadlock: several connections
+    opening a fresh file together (Ray workers at the start of a run) each hold a read lock while
+    one of them tries to switch the file to WAL or create the table. A retry after the others'
+    statements finish succeeds.
+    """
+    for attempt in range(attempts - 1):
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            time.sleep(min(0.5, 0.01 * 2**attempt))
+    return fn()
+
+
+def _prepare(con: sqlite3.Connection) -> None:
+    # WAL persists in the file: only its first opener switches it.
+    if str(con.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+        con.execute("PRAGMA journal_mode=WAL")
+    # A lost last write after a power cut only costs a repeated call.
+    con.execute("PRAGMA synchronous=NORMAL")
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, text TEXT NOT NULL, "
+        "prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, created REAL DEFAULT (strftime('%s', 'now')))"
+    )
+
+
 class ResponseCache:
     """get/put of replies by request key; one connection per thread, opened lazily."""
 
@@ -63,13 +97,7 @@ class ResponseCache:
         con = getattr(self._local, "con", None)
         if con is None:
             con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            con.execute("PRAGMA journal_mode=WAL")
-            # A lost last write after a power cut only costs a repeated call.
-            con.execute("PRAGMA synchronous=NORMAL")
-            con.execute(
-                "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, text TEXT NOT NULL, "
-                "prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, created REAL DEFAULT (strftime('%s', 'now')))"
-            )
+            _retry_when_locked(lambda: _prepare(con))
             self._local.con = con
         return con
 

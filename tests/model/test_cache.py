@@ -1,5 +1,7 @@
 import asyncio
 import multiprocessing
+import sqlite3
+import threading
 
 import litellm
 import pytest
@@ -80,3 +82,26 @@ def test_several_processes_share_one_file(tmp_path):
         assert p.exitcode == 0
     cache = ResponseCache(path)
     assert len(cache) == 400 and cache.get("k399").text == "399"
+
+
+def test_many_connections_can_open_a_fresh_file_at_once(tmp_path):
+    # Ray workers open a new run's cache together. SQLite refuses some of them at once (no busy
+    # wait, it could deadlock) while the file is switched to WAL: about one round in eight of
+    # six openers failed before the cache retried.
+    failures: list[str] = []
+
+    def open_together(path, barrier):
+        barrier.wait()
+        try:
+            ResponseCache(path).close()
+        except sqlite3.OperationalError as exc:
+            failures.append(str(exc))
+
+    for round_ in range(60):
+        path, barrier = tmp_path / f"c{round_}.sqlite", threading.Barrier(6)
+        threads = [threading.Thread(target=open_together, args=(path, barrier)) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert failures == []
