@@ -65,7 +65,8 @@ def _locked(config, run_id: str, started: datetime, t0: float, do_sleep: bool, d
             pool.ensure_started()
             futures = [test_shard.submit(i, s, config, run_id, pool) for i, s in enumerate(test_shards)]
             test_outcomes = advance_when_done(futures, "test time", [len(s) for s in test_shards])
-    summary = summarize(run_id, started, config, ingested, sleep_outcomes, test_outcomes, time.perf_counter() - t0)
+    summary = summarize(run_id, started, config, ingested, sleep_outcomes, test_outcomes, time.perf_counter() - t0,
+                        pool.cluster)
     if recovered["warehouse_rows_caught_up"] or recovered["interrupted_runs"]:
         summary.extra["recovered"] = recovered
     if summary.failure_rate > config.max_failure_rate:

@@ -12,9 +12,8 @@ _DEFAULTS = {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "GX_ANALYTICS_ENABLED": "False",
-    # Ray binds 127.0.0.1 only, and does not nag about token auth.
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "RAY_AUTH_MODE": "disabled",
+    # Ray's loopback and authentication settings are not here: they belong to the cluster, and
+    # the Ray executor applies them only to a Ray it starts for itself (tasks/ray_pool.py).
     "RAY_USAGE_STATS_ENABLED": "0",
     # The ephemeral Prefect server once missed its 20 s start under load.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",

@@ -458,14 +458,23 @@ class RunSummary:
             f"run {self.run_id}: {self.status}",
             f"contexts: {c['new']} new, {c['changed']} changed, {c['unchanged']} unchanged, {c['removed']} removed"
             f" ({self.quarantined} rows set aside)",
-            f"work: {self.shards} shards on {self.workers} Ray workers; {self.variants_written} variants and "
-            f"{self.answers_written} answers written",
+            f"work: {self.shards} shards on {self.workers} Ray workers{self._where()}; {self.variants_written} "
+            f"variants and {self.answers_written} answers written",
             f"model: {self.model_calls} calls ({self.retries} retries, {self.cache_hits} answered from the cache), "
             f"{self.prompt_tokens} prompt + {self.completion_tokens} completion tokens, ${self.cost_usd:.4f}",
             f"failures: {len(self.failures)} of {self.items_attempted} items ({self.failure_rate:.1%})"
             + "".join(f"; {n} x {r}" for r, n in self.failure_reasons().items())
             + f"; time {self.seconds:.1f}s",
         ]
+
+    def _where(self) -> str:
+        ray = self.extra.get("ray")
+        if not ray:
+            return ""
+        nodes = len({n for stage in ray["shard_nodes"].values() for n in stage if n})
+        how = f"joined cluster {ray['address']}" if ray["joined"] else "local Ray"
+        resent = f"; {ray['shards_resent']} shards sent again after losing their worker" if ray.get("shards_resent") else ""
+        return f" ({how}: {ray['nodes']} nodes, {ray['cpus']} CPUs; shards ran on {nodes} of them{resent})"
 
     def failure_reasons(self, top: int = 5) -> dict[str, int]:
         """The commonest failure reasons, grouped by error type (the text before the first colon)."""

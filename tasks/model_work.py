@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import ray
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import task_run
 
 from sleeptime.compute import Failure, SleepJob, TestJob
 from sleeptime.config import RunConfig
@@ -18,6 +19,16 @@ from sleeptime.domain import Usage
 from sleeptime.storage import answer_record, variant_record
 from tasks import progress
 from tasks.ray_pool import RayPool
+
+# A worker lost with its node (or restarting after a crash) fails the shard's call with one of
+# these; Ray restarts the actor elsewhere, and the shard is safe to send again: its rows reach the
+# lake only through the driver, and replies already made come back from the response cache.
+_WORKER_LOST = (ray.exceptions.ActorUnavailableError, ray.exceptions.ActorDiedError, ray.exceptions.NodeDiedError)
+SHARD_RETRIES = 3
+
+
+def _worker_was_lost(task, task_run, state) -> bool:
+    return isinstance(state.result(raise_on_failure=False), _WORKER_LOST)
 
 
 @dataclass
@@ -29,6 +40,8 @@ class ShardOutcome:
     cost_usd: float = 0.0
     retries: int = 0
     cache_hits: int = 0
+    node_id: str = ""  # the Ray node whose worker made the calls
+    attempts: int = 1  # more than 1: the shard was sent again after its worker was lost
 
 
 def _run_shard(stage: str, index: int, jobs: list, config: RunConfig, run_id: str, pool: RayPool) -> ShardOutcome:
@@ -37,7 +50,7 @@ def _run_shard(stage: str, index: int, jobs: list, config: RunConfig, run_id: st
         (config.sleep_model, "variants", variant_record) if stage == "sleep" else (config.test_model, "answers", answer_record)
     )
     with pool.lease() as actor:
-        result, stats = ray.get((actor.sleep if stage == "sleep" else actor.test).remote(model, jobs))
+        result, stats, node_id = ray.get((actor.sleep if stage == "sleep" else actor.test).remote(model, jobs))
     records = [to_record(row, run_id) for row in result.rows]
     lake = config.open_lake()
     lake.stage(table, records)
@@ -48,16 +61,18 @@ def _run_shard(stage: str, index: int, jobs: list, config: RunConfig, run_id: st
     )
     usage = Usage(prompt_tokens=stats.get("prompt_tokens", 0), completion_tokens=stats.get("completion_tokens", 0))
     return ShardOutcome(len(records), result.failures, stats.get("calls", 0), usage, float(stats.get("cost_usd", 0.0)),
-                        stats.get("retries", 0), stats.get("cache_hits", 0))
+                        stats.get("retries", 0), stats.get("cache_hits", 0), node_id, task_run.run_count or 1)
 
 
-@task(name="sleep-shard", cache_policy=NO_CACHE)
+@task(name="sleep-shard", cache_policy=NO_CACHE, retries=SHARD_RETRIES, retry_delay_seconds=2,
+      retry_condition_fn=_worker_was_lost)
 def sleep_shard(index: int, jobs: list[SleepJob], config: RunConfig, run_id: str, pool: RayPool) -> ShardOutcome:
     """S(c) -> c' for one shard of (context, budget, sample) jobs."""
     return _run_shard("sleep", index, jobs, config, run_id, pool)
 
 
-@task(name="test-shard", cache_policy=NO_CACHE)
+@task(name="test-shard", cache_policy=NO_CACHE, retries=SHARD_RETRIES, retry_delay_seconds=2,
+      retry_condition_fn=_worker_was_lost)
 def test_shard(index: int, jobs: list[TestJob], config: RunConfig, run_id: str, pool: RayPool) -> ShardOutcome:
     """T(q, c) and T(q, c') for one shard of test jobs."""
     return _run_shard("test", index, jobs, config, run_id, pool)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -17,12 +18,57 @@ from contextlib import contextmanager
 from typing import Any
 
 import ray
+import ray._private.ray_constants as ray_constants
 
 from sleeptime.compute import BatchResult, SleepJob, TestJob, run_sleep_jobs, run_test_jobs
 from sleeptime.config import RunConfig
 from sleeptime.model import ModelSpec, ResponseCache
 
 log = logging.getLogger(__name__)
+
+# Settings for the Ray a run starts for itself: every process binds and advertises 127.0.0.1, and
+# Ray's token authentication is off (nothing but this machine can reach it). A run that joins a
+# cluster (``ray_address``) never sets them: they are the cluster's to choose. A value the user
+# set in the environment always wins.
+LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+
+
+@contextmanager
+def local_ray_settings() -> Iterator[None]:
+    """Apply LOCAL_RAY_ENV while a local Ray starts, then restore the process's environment.
+
+    The child processes Ray spawns (GCS, raylet, and the workers the raylet forks) inherit the
+    settings. The driver itself read RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when it imported ray, so
+    its copy in ray_constants is set for the start too; once connected, the driver uses the node
+    address Ray recorded, not the constant.
+    """
+    added = {k: v for k, v in LOCAL_RAY_ENV.items() if k not in os.environ}
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ.update(added)
+    ray_constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"].lower() in ("1", "true")
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+        ray_constants.ENABLE_RAY_CLUSTER = before
+
+
+def start_local_ray(num_cpus: int, **kwargs: Any) -> None:
+    """A single-node Ray on loopback for this process (the default when no ray_address is set)."""
+    with local_ray_settings():
+        ray.init(num_cpus=num_cpus, **kwargs)
+
+
+def cluster_info(address: str | None) -> dict[str, Any]:
+    """What the run executed on, for its summary: the cluster's address, live nodes and CPUs."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return {
+        "address": address or "local",
+        "joined": address is not None,
+        "nodes": len(nodes),
+        "cpus": int(sum(n.get("Resources", {}).get("CPU", 0) for n in nodes)),
+    }
 
 
 # A killed worker is restarted and its in-flight shard retried: the work is idempotent (rows are
@@ -38,17 +84,18 @@ class ModelWorker:
         self.gateway = ModelGateway(models, cache=cache, uncached_models=uncached_models or [])
         self.concurrency = concurrency
         self.loop = asyncio.new_event_loop()
+        self.node_id = ray.get_runtime_context().get_node_id()
 
-    def _run(self, coro) -> tuple[BatchResult, dict[str, int]]:
+    def _run(self, coro) -> tuple[BatchResult, dict[str, int], str]:
         before = dict(self.gateway.stats)
         result = self.loop.run_until_complete(coro)
         after = dict(self.gateway.stats)
-        return result, {k: after.get(k, 0) - before.get(k, 0) for k in after}
+        return result, {k: after.get(k, 0) - before.get(k, 0) for k in after}, self.node_id
 
-    def sleep(self, model: str, jobs: Sequence[SleepJob]) -> tuple[BatchResult, dict[str, int]]:
+    def sleep(self, model: str, jobs: Sequence[SleepJob]) -> tuple[BatchResult, dict[str, int], str]:
         return self._run(run_sleep_jobs(self.gateway, model, jobs, self.concurrency))
 
-    def test(self, model: str, jobs: Sequence[TestJob]) -> tuple[BatchResult, dict[str, int]]:
+    def test(self, model: str, jobs: Sequence[TestJob]) -> tuple[BatchResult, dict[str, int], str]:
         return self._run(run_test_jobs(self.gateway, model, jobs, self.concurrency))
 
 
@@ -62,6 +109,7 @@ class RayPool:
         self._started_ray = False
         self._lock = threading.Lock()
         self._idle: queue.Queue[Any] = queue.Queue()
+        self.cluster: dict[str, Any] | None = None  # set once Ray is up: where the run executed
 
     def __enter__(self) -> RayPool:
         return self
@@ -73,8 +121,9 @@ class RayPool:
             if self.config.ray_address:
                 ray.init(address=self.config.ray_address, **kwargs)
             else:
-                ray.init(num_cpus=self.workers, **kwargs)
+                start_local_ray(self.workers, **kwargs)
             self._started_ray = True
+        self.cluster = cluster_info(self.config.ray_address)
         # Each actor gets an equal share of every per-model limit, so the limits hold across the
         # pool (per run: another process using the same key is not counted).
         def share(limit: int | None) -> int | None:
@@ -90,14 +139,16 @@ class RayPool:
         if cache:
             # Create the file (WAL mode, table) here, once, before the actors open it together.
             ResponseCache(cache).close()
+        # SPREAD: on a cluster, one node lost takes as few workers with it as it can.
         self.actors = [
-            ModelWorker.remote(shares, per_actor, str(cache.resolve()) if cache else None,
+            ModelWorker.options(scheduling_strategy="SPREAD").remote(shares, per_actor, str(cache.resolve()) if cache else None,
                                list(self.config.response_cache.exclude_models))
             for _ in range(self.workers)
         ]
         for actor in self.actors:
             self._idle.put(actor)
-        log.info("Ray: %d model workers, per-worker concurrency %d", self.workers, per_actor)
+        log.info("Ray (%s, %d nodes, %d CPUs): %d model workers, per-worker concurrency %d",
+                 self.cluster["address"], self.cluster["nodes"], self.cluster["cpus"], self.workers, per_actor)
 
     def ensure_started(self) -> RayPool:
         """Start Ray and the actors now; call it from the flow's main thread (Ray installs signal

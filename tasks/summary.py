@@ -30,7 +30,8 @@ def resolve_config(config_path: str | None, overrides: dict[str, Any]) -> RunCon
 
 @task(name="summarize", cache_policy=NO_CACHE)
 def summarize(run_id: str, started_at: datetime, config: RunConfig, ingested: Ingested,
-              sleep: list[ShardOutcome], test: list[ShardOutcome], seconds: float) -> RunSummary:
+              sleep: list[ShardOutcome], test: list[ShardOutcome], seconds: float,
+              cluster: dict[str, Any] | None = None) -> RunSummary:
     summary = RunSummary(run_id=run_id, corpus=str(config.corpus), started_at=started_at, diff=ingested.diff)
     summary.quarantined = len(ingested.result.quarantined)
     summary.shards = len(sleep) + len(test)
@@ -43,4 +44,9 @@ def summarize(run_id: str, started_at: datetime, config: RunConfig, ingested: In
     summary.answers_written = sum(o.rows for o in test)
     summary.retries = sum(o.retries for o in sleep + test)
     summary.cache_hits = sum(o.cache_hits for o in sleep + test)
+    if cluster is not None:
+        # Which node ran each shard, in shard order: where a lost node's work went is auditable.
+        summary.extra["ray"] = {**cluster, "shard_nodes": {"sleep": [o.node_id for o in sleep],
+                                                           "test": [o.node_id for o in test]},
+                                "shards_resent": sum(o.attempts - 1 for o in sleep + test)}
     return summary

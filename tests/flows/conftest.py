@@ -22,7 +22,9 @@ def ray_session():
     """One local Ray for the whole session: the flow joins it instead of starting its own."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from tasks.ray_pool import start_local_ray
+
+    start_local_ray(2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
