@@ -86,6 +86,21 @@ class PolicyConfig(BaseModel):
         return value
 
 
+class S3Settings(BaseModel):
+    """How the lake reaches an S3-compatible object store holding its data files.
+
+    Credentials are never configuration: they come from the environment (AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY, and AWS_SESSION_TOKEN for temporary ones), as for every AWS tool.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str | None = None  # host:port of an S3-compatible server (MinIO, Ceph, R2); None: AWS
+    region: str = "us-east-1"
+    url_style: Literal["vhost", "path"] = "vhost"  # most S3-compatible servers want "path"
+    use_ssl: bool = True
+
+
 class LakeLocation(BaseModel):
     """Where the lake's catalog and data files live (docs/architecture.md, "Several machines").
 
@@ -98,7 +113,8 @@ class LakeLocation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     catalog: str | None = None  # a DuckLake catalog: "sqlite:<path>" or "postgres:<libpq string>"
-    data_path: str | None = None  # folder or URI of the Parquet data files
+    data_path: str | None = None  # folder or URI of the Parquet data files (s3://bucket/prefix/)
+    s3: S3Settings = Field(default_factory=S3Settings)  # how to reach an s3:// data path
 
 
 class RunConfig(BaseModel):
@@ -205,7 +221,7 @@ class RunConfig(BaseModel):
     def open_lake(self):  # -> sleeptime.storage.Lake (imported here: the config stays light)
         from sleeptime.storage import Lake
 
-        return Lake(self.lake_dir, catalog=self.lake.catalog, data_path=self.lake.data_path)
+        return Lake(self.lake_dir, catalog=self.lake.catalog, data_path=self.lake.data_path, s3=self.lake.s3)
 
     @property
     def spool_dir(self) -> Path:

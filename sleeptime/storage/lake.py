@@ -34,7 +34,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
@@ -42,7 +42,11 @@ import pyarrow as pa
 from sleeptime._failpoints import PUBLISH_MID_COMMIT, failpoint
 from sleeptime.storage.records import KEYS, SCHEMAS
 
+if TYPE_CHECKING:
+    from sleeptime.config import S3Settings
+
 ALIAS = "lake"
+OBJECT_STORE_SCHEMES = ("s3://", "s3a://")
 MAIN, STAGING = "main", "staging"
 # Tables the pipeline stages and publishes (runs and query_log are written directly at commit).
 STAGED_TABLES = ("contexts", "queries", "variants", "answers", "quarantine", "failures", "policies")
@@ -77,13 +81,37 @@ def _extension_file(package: str) -> str:
     return found[0]
 
 
-def load_extensions(con: duckdb.DuckDBPyConnection, catalog: str) -> None:
+def load_extensions(con: duckdb.DuckDBPyConnection, catalog: str, data_path: str = "") -> None:
     con.execute("SET autoinstall_known_extensions = false")
     con.execute(f"LOAD '{_extension_file('duckdb_extension_ducklake')}'")
     if catalog.startswith("sqlite:"):
         con.execute(f"LOAD '{_extension_file('duckdb_extension_sqlite_scanner')}'")
     elif catalog.startswith("postgres:"):
         con.execute(f"LOAD '{_extension_file('duckdb_extension_postgres_scanner')}'")
+    if is_object_store(data_path):
+        con.execute(f"LOAD '{_extension_file('duckdb_extension_httpfs')}'")
+
+
+def is_object_store(path: str) -> bool:
+    return path.startswith(OBJECT_STORE_SCHEMES)
+
+
+def create_s3_secret(con: duckdb.DuckDBPyConnection, s3: S3Settings) -> None:
+    """The DuckDB secret that reaches the lake's object store; keys from the environment only."""
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if not key or not secret:
+        raise RuntimeError(
+            "the lake's data path is on object storage, but AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "are not both set in the environment"
+        )
+    options = {"KEY_ID": key, "SECRET": secret, "REGION": s3.region, "URL_STYLE": s3.url_style}
+    if os.environ.get("AWS_SESSION_TOKEN"):
+        options["SESSION_TOKEN"] = os.environ["AWS_SESSION_TOKEN"]
+    if s3.endpoint:
+        options["ENDPOINT"] = s3.endpoint
+    body = ", ".join(f"{k} {_quote(v)}" for k, v in options.items())
+    # CREATE SECRET takes no bound parameters; _quote escapes every value.
+    con.execute(f"CREATE OR REPLACE SECRET lake_s3 (TYPE s3, {body}, USE_SSL {str(s3.use_ssl).lower()})")
 
 
 def _quote(value: str) -> str:
@@ -104,14 +132,25 @@ class Lake:
     _open_lock = threading.Lock()
 
     def __init__(self, root: Path | str, catalog: str | None = None, data_path: str | None = None,
-                 *, read_only: bool = False):
+                 *, read_only: bool = False, s3: S3Settings | None = None):
         self.root = Path(root).absolute()
+        self.s3 = s3
         self.read_only = read_only  # a reader beside the writer process (tests, tools): never writes
         self.catalog = catalog or f"sqlite:{self.root / 'catalog.sqlite'}"
         self.data_path = data_path or str(self.root / "data") + "/"
         # The default layout keeps the data beside the catalog, so the folder can be copied or
         # moved whole; DuckLake records the absolute data path and would refuse the new one.
         self.portable = catalog is None and data_path is None
+
+    def prepare(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Load what ``con`` needs to attach this lake: the extensions, and the object store's secret."""
+        load_extensions(con, self.catalog, self.data_path)
+        if is_object_store(self.data_path):
+            if self.s3 is None:
+                from sleeptime.config import S3Settings
+
+                self.s3 = S3Settings()
+            create_s3_secret(con, self.s3)
 
     def attach_sql(self, read_only: bool = False) -> str:
         options = [f"DATA_PATH {_quote(self.data_path)}"]
@@ -130,7 +169,7 @@ class Lake:
                 if self.catalog.startswith("sqlite:") and not self.read_only:
                     _sqlite_wal(self.catalog.removeprefix("sqlite:"))
                 con = duckdb.connect()
-                load_extensions(con, self.catalog)
+                self.prepare(con)
                 con.execute(self.attach_sql(read_only=self.read_only))
                 if not self.read_only:
                     _create_tables(con)

@@ -40,7 +40,6 @@ from sleeptime.storage.lake import (
     _quote,
     as_arrow,
     insertions_sql,
-    load_extensions,
     upsert,
 )
 from sleeptime.storage import summaries
@@ -222,7 +221,7 @@ class Warehouse:
         con = duckdb.connect(str(path))
         try:
             migrated = apply_migrations(con)
-            load_extensions(con, lake.catalog)
+            lake.prepare(con)
             con.execute(lake.attach_sql(read_only=True))
             now = int(con.execute(f"SELECT id FROM {ALIAS}.current_snapshot()").fetchone()[0])
             if base is None:
