@@ -696,6 +696,20 @@ def _sleep_calls(m: Measurement) -> int:
 def analysis(results: list[Measurement], contexts: int) -> list[str]:
     """The figures of this run, read out in words (computed, so it cannot drift from the table)."""
     out = ["## Reading the figures", ""]
+    clusters = {m.workers: m for m in results if m.executor.endswith("-node cluster") and m.rc == 0 and m.repeat == 1}
+    if clusters:
+        first = clusters[min(clusters)]
+        base_test = stage_duration(first, "test time")
+        rows = []
+        for n, m in sorted(clusters.items()):
+            test = stage_duration(m, "test time")
+            rows.append(f"{n} node{'s' if n > 1 else ''}: {m.wall_s:.0f} s wall, test stage {fmt(test)} s"
+                        + (f" ({base_test / test:.2f}x the {min(clusters)}-node test stage)" if base_test and test and n != min(clusters) else "")
+                        + f", other load {fmt(m.foreign_cores(), '.2f')} cores")
+        out += ["On the loopback cluster (a head with no CPUs and N worker nodes of one CPU each, one model worker "
+                "per node, placed by the SPREAD strategy): " + "; ".join(rows) + ". Each node is its own raylet, "
+                "object store and worker processes, so the figures include what a real cluster pays per node; they "
+                "are bounded by this machine's cores, which every node shares.", ""]
     flows = {m.workers: m for m in results if m.executor == "prefect+ray" and m.rc == 0 and m.repeat == 1}
     local = next((m for m in results if m.local and m.rc == 0), None)
     parts = []
@@ -864,6 +878,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=1, help="runs per configuration (default 1)")
     p.add_argument("--shard-size", type=int, default=10, help="contexts per Prefect shard task (default 10)")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (e.g. auto) instead of starting one per run")
+    p.add_argument("--nodes", default=None,
+                   help="comma-separated node counts: for each, a loopback cluster (tasks/loopback_cluster.py: a head "
+                        "with no CPUs and N worker nodes of 1 CPU) is started before the run and joined with N workers")
     p.add_argument("--no-local", action="store_true", help="skip the in-process baseline")
     p.add_argument("--quiet-logs", action="store_true", help="run with the CLI's default WARNING logs (no stage breakdown)")
     p.add_argument("--prefect-home", default=None, help="PREFECT_HOME for the runs (default: a fresh temporary one)")
@@ -933,10 +950,11 @@ def main(argv: list[str] | None = None) -> int:
             (tmp / "ray").mkdir()
 
         plan: list[tuple[str, int | None, int]] = []
+        nodes = [int(n) for n in args.nodes.split(",") if n.strip()] if args.nodes else []
         for rep in range(1, args.repeats + 1):
             if not args.no_local:
                 plan.append(("in-process", None, rep))
-            plan += [("prefect+ray", w, rep) for w in workers]
+            plan += [(f"{n}-node cluster", n, rep) for n in nodes] or [("prefect+ray", w, rep) for w in workers]
 
         def measure(executor: str, w: int | None, rep: int, attempt: int) -> Measurement:
             m = Measurement(executor, w, rep)
@@ -959,13 +977,30 @@ def main(argv: list[str] | None = None) -> int:
                 cfg = tmp / f"{name}.yaml"
                 lines = [f"corpus: {json.dumps(str(corpus))}", f"output_dir: {json.dumps(str(out_dir))}",
                          f"workers: {w}", f"shard_size: {args.shard_size}"]
-                if args.ray_address:
+                cluster, run_env, port = None, env, cluster_port
+                if executor.endswith("-node cluster"):
+                    # Started (and timed) outside the run, as a standing cluster would be.
+                    run_env = {**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+                    run_env.pop("RAY_TMPDIR", None)
+                    t = time.monotonic()
+                    cluster = subprocess.Popen([str(py), "-m", "tasks.loopback_cluster", "--workers", str(w)], cwd=ROOT,
+                                               env=run_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                    address = json.loads(cluster.stdout.readline())["address"]
+                    print(f"    loopback cluster {address}: head + {w} worker nodes up in {time.monotonic() - t:.1f} s",
+                          flush=True)
+                    lines.append(f"ray_address: {json.dumps(address)}")
+                    port = resolve_cluster_port(address)
+                elif args.ray_address:
                     lines.append(f"ray_address: {json.dumps(args.ray_address)}")
                 cfg.write_text("\n".join(lines) + "\n", encoding="utf-8")
-                run_measured([str(cli), "run", "--config", str(cfg)], env, tmp, m, tmp / f"{name}.log",
-                             args.interval, cluster_port, args.echo)
+                try:
+                    run_measured([str(cli), "run", "--config", str(cfg)], run_env, tmp, m, tmp / f"{name}.log",
+                                 args.interval, port, args.echo)
+                finally:
+                    if cluster is not None:
+                        cluster.communicate("quit\n", timeout=120)
                 parse_flow_output(m)
-                if not args.ray_address:
+                if not args.ray_address and cluster is None:
                     m.ray_connected = ray_connected_at(tmp / "ray", m)
                 try:
                     m.warehouse = read_warehouse(out_dir / "warehouse" / "sleeptime.duckdb", m.run_id)

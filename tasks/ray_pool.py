@@ -64,7 +64,8 @@ def cluster_info(address: str | None) -> dict[str, Any]:
     """What the run executed on, for its summary: the cluster's address, live nodes and CPUs."""
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     return {
-        "address": address or "local",
+        # The cluster's own address, also when it was found through "auto" or RAY_ADDRESS.
+        "address": ray.get_runtime_context().gcs_address if address else "local",
         "joined": address is not None,
         "nodes": len(nodes),
         "cpus": int(sum(n.get("Resources", {}).get("CPU", 0) for n in nodes)),
