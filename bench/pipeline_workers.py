@@ -709,7 +709,11 @@ def analysis(results: list[Measurement], contexts: int) -> list[str]:
         out += ["On the loopback cluster (a head with no CPUs and N worker nodes of one CPU each, one model worker "
                 "per node, placed by the SPREAD strategy): " + "; ".join(rows) + ". Each node is its own raylet, "
                 "object store and worker processes, so the figures include what a real cluster pays per node; they "
-                "are bounded by this machine's cores, which every node shares.", ""]
+                "are bounded by this machine's cores, which every node shares. The test stage is "
+                + ", ".join(f"{len(shard_calls(m, 'test'))} shards on {n} worker{'s' if n > 1 else ''}"
+                            for n, m in sorted(clusters.items()))
+                + ": a worker runs its shards one after another, so the stage lasts about ceil(shards / workers) "
+                "shards, and only a node count that divides the shards evenly shortens it in proportion.", ""]
     flows = {m.workers: m for m in results if m.executor == "prefect+ray" and m.rc == 0 and m.repeat == 1}
     local = next((m for m in results if m.local and m.rc == 0), None)
     parts = []
