@@ -2,16 +2,17 @@
 
 The texts follow the published design (../shared/method.md): sleep time rewrites a memory block
 after "[trigger_rethink_memory] New situation:"; test time sees the context, the memory block
-and the question, with one of five verbosity instructions. Any change to a text below must bump
-``PROMPT_VERSION``: variants and answers are keyed by it, so a rerun recomputes what changed.
+and the question, with one of five verbosity instructions. ``PROMPT_VERSION`` is a hash of the
+messages these functions build, so any change to a text or to how messages are assembled changes
+it: variants and answers are keyed by it, and a rerun recomputes exactly what the change touched.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Literal
-
-PROMPT_VERSION = "v2"  # v2: notes with likely questions and answers (real models read c' as notes)
 
 SLEEP_TRIGGER = "[trigger_rethink_memory]"
 MEMORY_LIMIT_CHARS = 5000
@@ -75,6 +76,19 @@ def test_messages(context_text: str, question: str, verbosity: int, notes: str |
 
 
 test_messages.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
+def _prompt_version() -> str:
+    """sha256 of every message shape the prompts produce, rendered with placeholder inputs."""
+    shapes = [sleep_messages("<context>")] + [
+        test_messages("<context>", "<question>", v, notes) for v in range(len(VERBOSITY_INSTRUCTIONS))
+        for notes in (None, "<notes>")
+    ]
+    blob = json.dumps([shapes, MEMORY_LIMIT_CHARS], sort_keys=True, ensure_ascii=False)
+    return "p-" + hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
+
+
+PROMPT_VERSION = _prompt_version()
 
 
 def clip_memory(text: str) -> str:

@@ -88,3 +88,12 @@ def test_recorded_qwen_replies_are_scored_as_the_model_meant():
         assert score(extract_answer(r["reply"]), r["gold"]) == r["correct"], r["reply"][-120:]
     literal = [r for r in replies if r["reply"].strip() == "The answer is N."]
     assert literal and all(extract_answer(r["reply"]) is None for r in literal)  # no number: no answer
+
+
+def test_the_prompt_version_follows_the_prompt_texts(monkeypatch):
+    from sleeptime import prompts
+
+    before = prompts._prompt_version()
+    assert prompts.PROMPT_VERSION == before and before.startswith("p-")
+    monkeypatch.setattr(prompts, "NOTES_HEADER", prompts.NOTES_HEADER + " ")
+    assert prompts._prompt_version() != before  # a one-character edit is a new version
