@@ -151,6 +151,9 @@ class RunConfig(BaseModel):
     shard_size: int = Field(default=10, ge=1)
     workers: int = Field(default=2, ge=1)
     ray_address: str | None = None
+    # Also copy the finished report folder here: s3://bucket/prefix/ (reached with lake.s3's
+    # endpoint settings) or a folder, e.g. one a web server publishes.
+    report_uri: str | None = None
     # Identical model requests answered from disk, so re-evaluating costs nothing (sleeptime/model/_cache.py).
     response_cache: CachePolicy = Field(default_factory=CachePolicy)
     # Items whose model call failed for good (after retries), as a fraction of the items the run

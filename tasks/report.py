@@ -7,6 +7,7 @@ from prefect.cache_policies import NO_CACHE
 
 from sleeptime.config import RunConfig
 from sleeptime.report import write_report
+from sleeptime.storage.remote import copy_folder
 from sleeptime.storage.warehouse import Warehouse
 
 
@@ -19,4 +20,7 @@ def write_report_task(config: RunConfig) -> str | None:
         logger.warning("no report: %s", exc)
         return None
     logger.info("report written to %s", path)
+    if config.report_uri:
+        copied = copy_folder(path.parent, config.report_uri, config.lake.s3)
+        logger.info("report copied to %s (%d files)", config.report_uri, len(copied))
     return str(path)

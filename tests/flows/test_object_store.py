@@ -34,13 +34,16 @@ def test_a_lake_on_object_storage_publishes_the_rows_a_local_lake_does(pipeline,
 
     remote = Pipeline(tmp_path / "remote")
     remote.write_config(lake={"data_path": "s3://corpus-lake/sleeptime/",
-                              "s3": {"endpoint": endpoint, "url_style": "path", "use_ssl": False}})
+                              "s3": {"endpoint": endpoint, "url_style": "path", "use_ssl": False}},
+                        report_uri="s3://corpus-lake/reports/latest/")
     first = remote.run()
     assert first.status == "published" and first.model_calls > 0
     assert _keys(remote) == _keys(pipeline)
     keys = _objects(client)
     assert any(k.startswith("sleeptime/main/answers/") and k.endswith(".parquet") for k in keys), keys[:10]
     assert not list((remote.out / "lake").rglob("*.parquet")), "data files belong in the bucket"
+    report = client.get_object(Bucket="corpus-lake", Key="reports/latest/report.html")["Body"].read()
+    assert report == (remote.out / "report" / "report.html").read_bytes()
 
     # A second run on the same bucket: nothing changed, nothing to compute, the snapshot reads back.
     second = remote.run()
