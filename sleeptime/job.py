@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from sleeptime.analysis.summary import accuracy_table
 from sleeptime.compute import Failure, run_sleep_jobs, run_test_jobs, sleep_jobs, test_jobs
 from sleeptime.config import RunConfig
 from sleeptime.dataset import LoadResult, ensure_demo_corpus, load_corpus
 from sleeptime.domain import Answer, Variant
 from sleeptime.model import ModelGateway
-from sleeptime.storage import answer_record, variant_record
+from sleeptime.storage import answer_record
 
 # (stage name, total items) -> a function to call with the number of items just finished
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
@@ -41,9 +40,6 @@ class JobResult:
 
     def answers_frame(self) -> pd.DataFrame:
         return pd.DataFrame([answer_record(a) for a in self.answers])
-
-    def variants_frame(self) -> pd.DataFrame:
-        return pd.DataFrame([variant_record(v) for v in self.variants])
 
 
 def run_local(config: RunConfig, progress: ProgressFactory = _no_progress) -> JobResult:
@@ -75,12 +71,3 @@ def run_local(config: RunConfig, progress: ProgressFactory = _no_progress) -> Jo
 
     seconds["total"] = time.perf_counter() - t0
     return JobResult(loaded, variants, answers, failures, seconds, dict(gateway.stats))
-
-
-def summary_table(result: JobResult, config: RunConfig) -> pd.DataFrame:
-    return accuracy_table(
-        result.answers_frame(),
-        result.variants_frame(),
-        [b.name for b in config.sleep_budgets],
-        [b.name for b in config.test_budgets],
-    )

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import Counter
 from typing import Any
 
 import litellm
+import tenacity
 from pydantic import BaseModel, ConfigDict, Field
 
 from sleeptime.domain import Usage
@@ -90,6 +90,33 @@ class ModelGateway:
             self._semaphores[key] = asyncio.Semaphore(self.spec(name).max_concurrency)
         return self._semaphores[key]
 
+    def _retrying(self, name: str, spec: ModelSpec) -> tenacity.AsyncRetrying:
+        """The retry policy of one call: retryable errors only, at most ``max_retries`` retries; before
+        retry n the provider's Retry-After when it gives one, else a random wait in
+        [0, min(backoff_max_s, backoff_base_s * 2^(n-1))] (full jitter: concurrent callers spread out)."""
+        backoff = tenacity.wait_random_exponential(multiplier=spec.backoff_base_s, max=spec.backoff_max_s)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            retry_after = _retry_after(state.outcome.exception())  # type: ignore[union-attr]
+            return min(retry_after, spec.backoff_max_s) if retry_after is not None else backoff(state)
+
+        def count_error(state: tenacity.RetryCallState) -> None:
+            self.stats["retryable_errors"] += 1  # the last one too, when no retry is left
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            self.stats["retries"] += 1
+            log.warning("%s: %s, retry %d in %.2fs", name, type(state.outcome.exception()).__name__,  # type: ignore[union-attr]
+                        state.attempt_number, state.upcoming_sleep)
+
+        return tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type(RETRYABLE_ERRORS),
+            stop=tenacity.stop_after_attempt(spec.max_retries + 1),
+            wait=wait,
+            after=count_error,
+            before_sleep=before_sleep,
+            reraise=True,  # the provider's error itself, not tenacity's RetryError, becomes the reason
+        )
+
     def _limiter(self, name: str) -> RateLimiter:
         key = (id(asyncio.get_running_loop()), name)
         if key not in self._limiters:
@@ -133,37 +160,27 @@ class ModelGateway:
         limiter = self._limiter(name)
         # The tpm bucket is charged the worst case up front and settled with the real usage after.
         estimate = 0 if limiter.unlimited else count_message_tokens(messages) + max_tokens
-        attempt = 0
+        retrying = self._retrying(name, spec)
         async with self._semaphore(name):
-            while True:
-                attempt += 1
-                await limiter.acquire(estimate)
-                started = time.perf_counter()
-                try:
-                    response = await litellm.acompletion(
-                        model=spec.model, messages=messages, timeout=spec.timeout_s, num_retries=0, **kwargs
-                    )
-                except RETRYABLE_ERRORS as exc:
-                    self.stats["retryable_errors"] += 1
-                    if attempt > spec.max_retries:
-                        self.stats["failures"] += 1
-                        raise ModelError(name, f"{type(exc).__name__}: {_short(exc)}", attempt) from exc
-                    delay = _backoff_delay(exc, attempt, spec.backoff_base_s, spec.backoff_max_s)
-                    log.warning("%s: %s, retry %d in %.2fs", name, type(exc).__name__, attempt, delay)
-                    self.stats["retries"] += 1
-                    await asyncio.sleep(delay)
-                    continue
-                except Exception as exc:  # non-retryable: bad request, auth, malformed reply
-                    self.stats["failures"] += 1
-                    raise ModelError(name, f"{type(exc).__name__}: {_short(exc)}", attempt) from exc
-                latency = time.perf_counter() - started
-                break
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        await limiter.acquire(estimate)
+                        started = time.perf_counter()
+                        response = await litellm.acompletion(
+                            model=spec.model, messages=messages, timeout=spec.timeout_s, num_retries=0, **kwargs
+                        )
+            except Exception as exc:  # non-retryable (bad request, auth, malformed reply), or out of retries
+                self.stats["failures"] += 1
+                raise ModelError(name, f"{type(exc).__name__}: {_short(exc)}", retrying.statistics["attempt_number"]) from exc
+            latency = time.perf_counter() - started
+        attempts = retrying.statistics["attempt_number"]
 
         text = response.choices[0].message.content or ""
         raw_usage = getattr(response, "usage", None)
         if raw_usage is None:
             self.stats["failures"] += 1
-            raise ModelError(name, "provider returned no token usage", attempt)
+            raise ModelError(name, "provider returned no token usage", attempts)
         usage = Usage(prompt_tokens=int(raw_usage.prompt_tokens or 0), completion_tokens=int(raw_usage.completion_tokens or 0))
         if not limiter.unlimited:
             limiter.record(usage.prompt_tokens + usage.completion_tokens, reserved=estimate)
@@ -174,7 +191,7 @@ class ModelGateway:
         self.stats["cost_usd"] += cost  # type: ignore[assignment]  (a float beside the counts)
         if cache_key is not None:
             self.cache.put(cache_key, CachedReply(text=text, usage=usage))  # type: ignore[union-attr]
-        return Completion(model=name, text=text, usage=usage, cost_usd=cost, latency_s=latency, attempts=attempt)
+        return Completion(model=name, text=text, usage=usage, cost_usd=cost, latency_s=latency, attempts=attempts)
 
 
 async def continuation_logprob(gateway: ModelGateway, name: str, prefix: str, continuation: str) -> float | None:
@@ -236,13 +253,6 @@ def _check_priced(name: str, spec: ModelSpec) -> None:
             f"model {name!r} ({spec.model}) has no price in litellm's map; set input_cost_per_million and "
             "output_cost_per_million in its configuration (0 is allowed)"
         ) from exc
-
-
-def _backoff_delay(exc: BaseException, attempt: int, base: float, cap: float) -> float:
-    retry_after = _retry_after(exc)
-    if retry_after is not None:
-        return min(retry_after, cap)
-    return min(cap, base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
 
 
 def _retry_after(exc: BaseException) -> float | None:

@@ -11,6 +11,12 @@ steady rate is the limit.
 One limiter belongs to one event loop (its lock does): the gateway keeps one per (loop, model),
 as it does for its semaphores. Waiters are served first come, first served; a waiter sleeps
 exactly until the buckets hold enough (never polls), then checks again.
+
+Not aiolimiter (1.3.0), whose AsyncLimiter is the same bucket: it has no way to settle an estimate
+after the call (refund or debt, ``record``), so tpm would be charged prompt + max_tokens for good;
+it refuses a request larger than its capacity; and it serves the smallest waiting amount first and
+lets newcomers take free capacity ahead of waiters, so a large-prompt call can wait for as long as
+smaller calls keep coming.
 """
 
 from __future__ import annotations
@@ -74,7 +80,6 @@ class RateLimiter:
         self._requests = _Bucket(rpm, now) if rpm is not None else None
         self._tokens = _Bucket(tpm, now) if tpm is not None else None
         self._lock: asyncio.Lock | None = None
-        self.waited_s = 0.0  # total time acquire() spent sleeping, for stats
 
     @property
     def unlimited(self) -> bool:
@@ -100,7 +105,6 @@ class RateLimiter:
                     wait = max(wait, self._tokens.wait_for(tokens))
                 if wait <= 0:
                     break
-                self.waited_s += wait
                 await self._sleep(wait)
             if self._requests is not None:
                 self._requests.level -= 1

@@ -42,7 +42,9 @@ def test_retries_are_bounded(mock_llm):
     with pytest.raises(ModelError) as err:
         asyncio.run(gw.complete("m", [{"role": "user", "content": "hi"}], max_tokens=5))
     assert err.value.attempts == 3 and "RateLimitError" in err.value.reason
-    assert gw.stats["failures"] == 1
+    assert str(err.value).endswith("(after 3 attempts)")
+    assert gw.stats["failures"] == 1 and gw.stats["retryable_errors"] == 3 and gw.stats["retries"] == 2
+    assert len(mock_llm.calls) == 3  # max_retries=2: the two scripted errors left were never asked for
 
 
 def test_non_retryable_error_fails_at_once(mock_llm):
@@ -50,7 +52,23 @@ def test_non_retryable_error_fails_at_once(mock_llm):
     gw = ModelGateway({"m": MOCK})
     with pytest.raises(ModelError) as err:
         asyncio.run(gw.complete("m", [{"role": "user", "content": "hi"}], max_tokens=5))
-    assert err.value.attempts == 1
+    assert err.value.attempts == 1 and str(err.value).endswith("(after 1 attempt)")
+    assert gw.stats["retries"] == 0 and gw.stats["retryable_errors"] == 0 and gw.stats["failures"] == 1
+
+
+def test_backoff_grows_from_base_and_retry_after_is_capped(mock_llm, caplog):
+    """Retry-After wins over the backoff but never beyond backoff_max_s; without it retry n waits at
+    most backoff_base_s * 2^(n-1)."""
+    spec = MOCK.model_copy(update={"max_retries": 3, "backoff_base_s": 0.01, "backoff_max_s": 0.2})
+    boom = litellm.InternalServerError("boom", llm_provider="mock", model="m")
+    mock_llm.script.extend([_rate_limit("30"), boom, boom, "ok"])
+    gw = ModelGateway({"m": spec})
+    with caplog.at_level("WARNING", logger="sleeptime.model._gateway"):
+        out = asyncio.run(gw.complete("m", [{"role": "user", "content": "hi"}], max_tokens=5))
+    assert out.text == "ok" and out.attempts == 4 and gw.stats["retries"] == 3
+    delays = [r.args[-1] for r in caplog.records if r.name == "sleeptime.model._gateway"]
+    assert delays[0] == 0.2
+    assert 0 <= delays[1] <= 0.02 and 0 <= delays[2] <= 0.04
 
 
 def test_retry_after_header_is_honoured(mock_llm):

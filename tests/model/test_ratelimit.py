@@ -117,3 +117,23 @@ def test_cancelled_waiter_takes_nothing():
         assert limiter._requests.level == pytest.approx(0, abs=0.01)
 
     asyncio.run(main())
+
+
+def test_waiters_are_served_in_arrival_order_whatever_their_size():
+    """A large-prompt call that asked first is not overtaken by smaller ones that could fit sooner
+    (the reason this limiter is not aiolimiter's, which serves the smallest request first)."""
+    async def main():
+        clock = FakeClock()
+        limiter = _limiter(clock, tpm=600)  # 10 tokens a second
+        await limiter.acquire(600)
+        done: list[tuple[str, float]] = []
+
+        async def call(label: str, tokens: int) -> None:
+            await limiter.acquire(tokens)
+            done.append((label, clock.now))
+
+        await asyncio.gather(call("big", 300), *(call(f"small{i}", 10) for i in range(3)))
+        assert done == [("big", pytest.approx(30.0)), ("small0", pytest.approx(31.0)),
+                        ("small1", pytest.approx(32.0)), ("small2", pytest.approx(33.0))]
+
+    asyncio.run(main())

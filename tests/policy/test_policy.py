@@ -2,6 +2,7 @@
 
 import json
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,7 +16,7 @@ from sleeptime.policy import (
     wilson_lower_bound,
 )
 from sleeptime.policy._estimate import STRENGTH_RANGE, estimate, marginal_strength
-from sleeptime.policy._fit import summarise_answers
+from sleeptime.policy._fit import fit_policy_from_stats, summarise_answers
 from sleeptime.policy._optimize import Problem, optimise
 
 SLEEP_COLUMNS = ["context_id", "sleep_budget", "sleep_tokens", "sleep_cost_usd"]
@@ -302,6 +303,32 @@ def test_version_is_deterministic_and_follows_inputs():
     flipped = answers.copy()
     flipped.loc[0, "correct"] = not flipped.loc[0, "correct"]
     assert fit_policy(flipped, sleep).version != a.version
+
+
+def test_version_is_the_same_whichever_engine_summed_the_answers():
+    """The publish fits the sums DuckDB keeps (summary_answers); a fit from the answer rows has pandas
+    sum them. Adding the same floats in another order changes the last bits of most sums of three or
+    more, and that must not change the version."""
+    rng = np.random.default_rng(5)
+    contexts = [f"c{i}" for i in range(30)]
+    answers = grid(contexts, 8, {("none", "t"): (20, 0.0), ("big", "t"): (10, 0.0)},
+                   correct_of=lambda c, k, i, o: (i + len(c)) % 3 > 0)
+    answers["cost_usd"] = rng.random(len(answers)) * 1e-4
+    answers["latency_s"] = rng.random(len(answers)) * 3
+    sleep = uniform_sleep(contexts, {"big": (200, 0.0)})
+    con = duckdb.connect()
+    con.register("shuffled", answers.sample(frac=1.0, random_state=2))  # another order than pandas'
+    stats = con.sql(
+        "SELECT context_id, kind, sleep_budget, test_budget, count(*) AS n, count(*) FILTER (WHERE correct) AS correct, "
+        "CAST(sum(completion_tokens) AS DOUBLE) AS completion_tokens, count(completion_tokens) AS completion_n, "
+        "sum(cost_usd) AS cost_usd, sum(latency_s) AS latency_s, count(latency_s) AS latency_n "
+        "FROM shuffled GROUP BY ALL").df()
+    labeled = con.sql("SELECT context_id, kind, count(DISTINCT query_id) AS queries FROM shuffled GROUP BY ALL").df()
+    keys = ["context_id", "kind", "sleep_budget", "test_budget"]
+    pandas_sums = summarise_answers(answers)[0].astype({k: str for k in keys}).set_index(keys)
+    duckdb_sums = stats.set_index(keys).loc[pandas_sums.index]
+    assert (duckdb_sums["latency_s"] != pandas_sums["latency_s"]).any()  # the case this test is about
+    assert fit_policy_from_stats(stats, labeled, sleep).version == fit_policy(answers, sleep).version
 
 
 def test_bad_input_is_named():
