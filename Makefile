@@ -16,8 +16,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
+# setuptools and wheel: tests/test_wheel.py builds the wheel in this venv without build isolation,
+# which needs pyproject.toml's [build-system] requirements here (Python 3.11's venv has setuptools 65).
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test]' setuptools==80.9.0 wheel==0.48.0
 	touch $@ $(VENV)/.installed
 
 # The real local LLM (optional for `make run`, part of `make test`): llama-cpp-python built for any

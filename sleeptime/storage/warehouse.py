@@ -25,6 +25,8 @@ import os
 import shutil
 import uuid
 from contextlib import contextmanager
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Iterator
 
@@ -46,24 +48,53 @@ from sleeptime.storage import summaries
 from sleeptime.storage.records import SCHEMAS
 
 SUMMARIES_MIGRATION = 7  # 007_summaries.sql
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "warehouse" / "migrations"
+# The SQL lives in warehouse/migrations/ at the top of the repository; ``warehouse`` is a package
+# whose *.sql files are package data (pyproject.toml), so a wheel installs them beside sleeptime.
+MIGRATIONS_PACKAGE = "warehouse"
 
 
-def migrations(folder: Path = MIGRATIONS_DIR) -> list[tuple[int, str, str]]:
-    """(version, name, sql) for every ``NNN_name.sql``, in version order."""
+class MigrationsNotFound(RuntimeError):
+    """The warehouse's SQL migrations are not where the installed product should have them."""
+
+
+def migrations_dir() -> Traversable:
+    """The folder of the warehouse's SQL migrations: ``migrations/`` of the ``warehouse`` package,
+    found through importlib.resources (the checkout's folder in an editable install, the installed
+    copy in site-packages otherwise)."""
+    try:
+        folder = resources.files(MIGRATIONS_PACKAGE) / "migrations"
+    except (ModuleNotFoundError, TypeError) as exc:  # TypeError: a module named warehouse, not a package
+        raise MigrationsNotFound(
+            f"the warehouse's SQL migrations were not found: the package {MIGRATIONS_PACKAGE!r} "
+            f"(warehouse/migrations/*.sql) is not importable ({exc}). Reinstall sleeptime "
+            "(`pip install .`, or `pip install -e .` in a checkout: an editable install made before "
+            "warehouse/ became a package does not map it)"
+        ) from None
+    if not folder.is_dir() or not any(entry.name.endswith(".sql") for entry in folder.iterdir()):
+        raise MigrationsNotFound(
+            f"the warehouse's SQL migrations were not found: {folder} has no *.sql files (the package "
+            f"{MIGRATIONS_PACKAGE!r} found there is not sleeptime's, or was installed without its package data)"
+        )
+    return folder
+
+
+def migrations(folder: Path | Traversable | None = None) -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every ``NNN_name.sql``, in version order (default folder:
+    ``migrations_dir()``)."""
+    folder = migrations_dir() if folder is None else folder
     found = []
-    for path in sorted(folder.glob("*.sql")):
-        version, _, name = path.stem.partition("_")
+    for entry in sorted((e for e in folder.iterdir() if e.name.endswith(".sql")), key=lambda e: e.name):
+        version, _, name = entry.name.removesuffix(".sql").partition("_")
         if not version.isdigit():
-            raise ValueError(f"migration file {path.name} must start with a version number, like 001_name.sql")
-        found.append((int(version), name, path.read_text(encoding="utf-8")))
+            raise ValueError(f"migration file {entry.name} must start with a version number, like 001_name.sql")
+        found.append((int(version), name, entry.read_text(encoding="utf-8")))
     versions = [v for v, _, _ in found]
     if len(set(versions)) != len(versions):
         raise ValueError(f"duplicate migration versions in {folder}: {versions}")
     return found
 
 
-def apply_migrations(con: duckdb.DuckDBPyConnection, folder: Path = MIGRATIONS_DIR) -> list[int]:
+def apply_migrations(con: duckdb.DuckDBPyConnection, folder: Path | Traversable | None = None) -> list[int]:
     """Apply the migrations this database has not seen yet; returns the versions applied."""
     con.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR, "
