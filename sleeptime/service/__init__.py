@@ -10,17 +10,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sleeptime.service.app import ServiceSettings, create_app
+    from sleeptime.service.app import create_app
     from sleeptime.service.keys import KeyStore
+    from sleeptime.service.settings import ServiceSettings
 
 __all__ = ["KeyStore", "ServiceSettings", "create_app"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("ServiceSettings", "create_app"):
-        from sleeptime.service import app
+    if name == "create_app":
+        from sleeptime.service.app import create_app
 
-        return getattr(app, name)
+        return create_app
+    if name == "ServiceSettings":
+        from sleeptime.service.settings import ServiceSettings
+
+        return ServiceSettings
     if name == "KeyStore":
         from sleeptime.service.keys import KeyStore
 

@@ -13,15 +13,20 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from sleeptime.service.settings import ServiceSettings
 
 keys_app = typer.Typer(help="Create, revoke and list the query service's API keys.", no_args_is_help=True)
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML configuration file (see sleeptime.yaml).")]
 OutputOpt = Annotated[Optional[Path], typer.Option(help="Output folder of the runs (default: out/).")]
-KeysOpt = Annotated[Optional[Path], typer.Option("--keys-file", help="API key file (default: <output_dir>/service/api_keys.json).")]
+# The same variable as the service setting keys_path, so `keys create` writes where `serve` reads.
+KeysOpt = Annotated[Optional[Path], typer.Option(
+    "--keys-file", envvar="SLEEPTIME_SERVICE_KEYS_PATH", help="API key file (default: <output_dir>/service/api_keys.json).")]
 
 
 def _config(config: Path | None, output_dir: Path | None):
@@ -35,7 +40,7 @@ def _config(config: Path | None, output_dir: Path | None):
 
 
 def _store(config: Path | None, output_dir: Path | None, keys_file: Path | None):
-    from sleeptime.service.app import default_keys_path
+    from sleeptime.service.settings import default_keys_path
     from sleeptime.service.keys import KeyStore
 
     return KeyStore(keys_file or default_keys_path(_config(config, output_dir)))
@@ -44,48 +49,64 @@ def _store(config: Path | None, output_dir: Path | None, keys_file: Path | None)
 def serve(
     config: ConfigOpt = None,
     output_dir: OutputOpt = None,
-    warehouse: Annotated[Optional[Path], typer.Option(help="Published warehouse (default: <output_dir>/warehouse/sleeptime.duckdb).")] = None,
     keys_file: KeysOpt = None,
-    host: Annotated[str, typer.Option(help="Address to bind; loopback unless you say otherwise.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve without API keys: every caller sees every tenant. Logged as a warning.")] = False,
-    reload_interval: Annotated[float, typer.Option(help="Seconds between checks for a newly published snapshot.")] = 2.0,
-    log_batch_size: Annotated[int, typer.Option(help="Query-log rows per Parquet batch.")] = 50,
-    log_flush_s: Annotated[float, typer.Option(help="Write pending query-log rows at least this often (seconds).")] = 5.0,
-    query_log: Annotated[bool, typer.Option("--query-log/--no-query-log", help="Append every answered query to the lake.")] = True,
-    response_cache: Annotated[bool, typer.Option("--response-cache/--no-response-cache", help="Answer repeated identical model requests from the disk cache (off by default).")] = False,
-    query_log_dir: Annotated[Optional[Path], typer.Option(help="Spool folder for the query log, committed to the lake by the next publish (default: <output_dir>/spool).")] = None,
-    max_question_chars: Annotated[int, typer.Option(help="Longest question accepted (413 beyond).")] = 4000,
-    max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted (413 beyond).")] = 16384,
-    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="uvicorn's per-request access log.")] = True,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    env_file: Annotated[Optional[Path], typer.Option(
+        exists=True, dir_okay=False,
+        help="Service settings, one SLEEPTIME_SERVICE_<NAME>=value per line (the environment wins over it).")] = None,
+    host: Annotated[Optional[str], typer.Option(help="Address to bind (default 127.0.0.1: loopback only).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="TCP port (default 8000).")] = None,
+    log_level: Annotated[Optional[str], typer.Option(help="debug, info (default), warning or error.")] = None,
 ) -> None:
     """Run the query service (FastAPI under uvicorn): POST /v1/answer picks the cheapest adequate
-    (variant, test budget) with the fitted policy and answers through the model gateway."""
+    (variant, test budget) with the fitted policy and answers through the model gateway.
+
+    Every other setting comes from the environment or --env-file: SLEEPTIME_SERVICE_<NAME>
+    (the README's query service section lists them)."""
     import uvicorn
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
-    from sleeptime.service.app import ServiceSettings, create_app
+    from sleeptime.service.server import uvicorn_config
+    from sleeptime.service.settings import ServiceSettings
 
-    cfg = _config(config, output_dir)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    settings = ServiceSettings(
-        config=cfg, warehouse_path=warehouse, keys_path=keys_file, auth=not no_auth, reload_interval_s=reload_interval,
-        log_batch_size=log_batch_size, log_flush_s=log_flush_s, query_log=query_log, query_log_dir=query_log_dir, response_cache=response_cache,
-        max_question_chars=max_question_chars, max_body_bytes=max_body_bytes, host=host, port=port,
-    )
+    given = {"host": host, "port": port, "log_level": log_level, "keys_path": keys_file}
+    if config is not None or output_dir is not None:
+        given["config"] = _config(config, output_dir)
+    try:
+        settings = ServiceSettings(_env_file=env_file, **{k: v for k, v in given.items() if v is not None})
+    except (ValidationError, SettingsError) as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    _configure_logging(settings.log_level)
+    _warn_about_access(settings)
+    server = uvicorn.Server(uvicorn_config(settings))
+    server.run()
+    if not server.started:
+        raise typer.Exit(3)  # what uvicorn.run exits with when the server could not start (a port in use)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))  # not one line per call
+
+
+def _warn_about_access(settings: ServiceSettings) -> None:
+    """Say at start when nobody can get in, or when everybody can from beyond this machine."""
     log = logging.getLogger("sleeptime.service")
     if settings.auth:
-        from sleeptime.service.keys import KeyStore
+        from sleeptime.service.keys import KeyFileError, KeyStore
 
-        active = [k for k in KeyStore(settings.resolved_keys).list() if k.active]
+        try:
+            active = [k for k in KeyStore(settings.resolved_keys).list() if k.active]
+        except KeyFileError as exc:
+            log.warning("%s: every request will get 503 until it can be read", exc)
+            return
         if not active:
             log.warning("no active API key in %s: every request will get 401; create one with `sleeptime keys create TENANT`",
                         settings.resolved_keys)
-    elif host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("authentication is OFF and the service listens on %s, beyond loopback", host)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level.lower(), access_log=access_log)
+    elif settings.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("authentication is OFF and the service listens on %s, beyond loopback", settings.host)
 
 
 @keys_app.command("create")

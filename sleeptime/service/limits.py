@@ -1,10 +1,18 @@
-"""Request-size limit as plain ASGI middleware: a body over the limit gets 413 before any
-parsing, whether it announces its length (Content-Length) or streams it (chunked)."""
+"""Request-body limits as plain ASGI middleware, applied before any parsing.
+
+A body over ``max_body_bytes`` gets 413, whether it announces its length (Content-Length) or
+streams it (chunked). A body not fully arrived within ``timeout_s`` of the request's start gets
+408: uvicorn itself has no body read timeout, so without this a client trickling its body (or
+sending none after announcing one) would hold the request open for as long as it liked. Both
+answers close the connection, since the rest of the body is never read.
+"""
 
 from __future__ import annotations
 
-import json
+import asyncio
 from typing import Any, Awaitable, Callable
+
+from starlette.responses import JSONResponse
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -12,65 +20,93 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-
-async def send_json(send: Send, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = json.dumps(payload).encode("utf-8")
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(headers or [])],
-    })
-    await send({"type": "http.response.body", "body": body})
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_body_bytes: int):
+class _TooLarge(Exception):
+    pass
+
+
+class _Disconnected(Exception):
+    pass
+
+
+class RequestBodyLimits:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, timeout_s: float):
         self.app = app
         self.max_body_bytes = max_body_bytes
-
-    async def _reject(self, send: Send) -> None:
-        await send_json(
-            send, 413,
-            {"detail": {"reason": f"request body larger than {self.max_body_bytes} bytes", "limit_bytes": self.max_body_bytes}},
-            [(b"connection", b"close")],
-        )
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+        if scope["type"] != "http" or scope.get("method") not in BODY_METHODS:
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    await send_json(send, 400, {"detail": {"reason": "malformed Content-Length"}})
-                    return
-                if declared > self.max_body_bytes:
-                    await self._reject(send)
-                    return
+        try:
+            declared = _content_length(scope)
+        except ValueError:
+            await JSONResponse({"detail": {"reason": "malformed Content-Length"}}, 400,
+                               headers={"connection": "close"})(scope, receive, send)
+            return
+        if declared is not None and declared > self.max_body_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                body = await self._read(receive)
+        except _Disconnected:
+            return  # nobody to answer
+        except _TooLarge:
+            await self._too_large(scope, receive, send)
+            return
+        except TimeoutError:
+            await JSONResponse(
+                {"detail": {"reason": f"request body not received within {self.timeout_s:g} seconds",
+                            "limit_s": self.timeout_s}},
+                408, headers={"connection": "close"},
+            )(scope, receive, send)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _read(self, receive: Receive) -> bytes:
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return
+                raise _Disconnected
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                await self._reject(send)
-                return
+                raise _TooLarge
             chunks.append(chunk)
             if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        replayed = False
+                return b"".join(chunks)
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await JSONResponse(
+            {"detail": {"reason": f"request body larger than {self.max_body_bytes} bytes", "limit_bytes": self.max_body_bytes}},
+            413, headers={"connection": "close"},
+        )(scope, receive, send)
 
-        await self.app(scope, replay, send)
+
+def _content_length(scope: Scope) -> int | None:
+    """The declared body length, None when not declared; ValueError when not a number."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            return int(value)
+    return None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the app the body already read, then the client's later messages
+    (a disconnect)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -1,20 +1,27 @@
 """The report's section on real traffic: what the query service answered, with which options,
 and how the one-time sleep-time cost amortizes over the queries actually served.
 
-``query_log_section(con)`` returns an HTML fragment (a ``<section id="service-traffic">``) for
-``sleeptime/report/_html.py``; ``query_log_numbers(con)`` the numbers it quotes, for report.json.
+``query_log_section(con)`` returns an HTML fragment (a ``<section id="service-traffic">``, from the
+template ``sleeptime/report/templates/service_traffic.html.j2``) for ``sleeptime/report/_html.py``;
+``query_log_numbers(con)`` the numbers it quotes, for report.json.
 Both read the ``query_log`` table and ``variants_current``; without a ``query_log`` table or
 without rows they say so.
 """
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 import duckdb
 import pandas as pd
-from sleeptime.htmltable import html_table
+from markupsafe import Markup
+
+from sleeptime.htmltable import html_table, render
+
+_CHOICE_COLUMNS = ["sleep_budget", "test_budget", "queries", "share", "mean_predicted_accuracy", "mean_test_tokens",
+                   "mean_latency_ms"]
+_AMORTIZATION_COLUMNS = ["sleep_budget", "contexts", "queries", "queries_per_context", "sleep_tokens_per_context",
+                         "sleep_tokens_per_query", "test_tokens_per_query", "weighted_tokens_per_query", "usd_per_query"]
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
@@ -98,49 +105,12 @@ def query_log_numbers(con: duckdb.DuckDBPyConnection, t: float = 10.0) -> dict[s
     }
 
 
-def _f(value: Any, pattern: str) -> str:
-    return "n/a" if value is None else pattern.format(value)
-
-
 def query_log_section(con: duckdb.DuckDBPyConnection, t: float = 10.0) -> str:
     """HTML for the report: the query service's traffic and its amortization."""
     numbers = query_log_numbers(con, t)
-    head = '<section id="service-traffic"><h2>Query service: real traffic</h2>'
     if not numbers:
-        return head + (
-            "<p>No query-service traffic in this snapshot yet (<code>sleeptime serve</code> appends every answered "
-            "query to <code>lake/query_log/</code>; the next publish loads it).</p></section>"
-        )
-    n = numbers["totals"]
-    every = numbers["all_sleep_work"]
-    summary = (
-        f"<p>{int(n['queries'])} queries ({int(n['answered'])} answered, {int(n['failed'])} failed) from "
-        f"{int(n['tenants'])} tenant(s) on {int(n['contexts'])} context(s), {html.escape(str(n['first']))} to "
-        f"{html.escape(str(n['last']))}; {int(n['distinct_questions'])} distinct questions. "
-        f"Fallback rate {_f(n['fallback_rate'], '{:.1%}')}, answered after a model error "
-        f"{_f(n['retried_rate'], '{:.1%}')}. Latency p50 {_f(n['p50_latency_ms'], '{:.1f}')} ms, p99 "
-        f"{_f(n['p99_latency_ms'], '{:.1f}')} ms; selection p50 {_f(n['p50_selection_us'], '{:.0f}')} &micro;s. "
-        f"{int(n['prompt_tokens'] or 0)} prompt and {int(n['completion_tokens'] or 0)} completion tokens, "
-        f"${float(n['cost_usd'] or 0):.4f}.</p>"
-        f"<p>All sleep-time work on the served contexts ({_f(every['sleep_tokens'], '{:.0f}')} tokens, every budget) "
-        f"over the {_f(every['queries'], '{:.0f}')} queries served: {_f(every['sleep_tokens_per_query'], '{:.1f}')} sleep "
-        f"tokens per query; with test tokens weighted t = {t:g}: {_f(every['weighted_tokens_per_query'], '{:.1f}')} "
-        "weighted tokens per query. It falls as traffic per context grows.</p>"
-    )
-    choices = html_table(
-        numbers["choices"],
-        ["sleep_budget", "test_budget", "queries", "share", "mean_predicted_accuracy", "mean_test_tokens", "mean_latency_ms"],
-    )
-    amortization = html_table(
-        numbers["amortization"],
-        ["sleep_budget", "contexts", "queries", "queries_per_context", "sleep_tokens_per_context", "sleep_tokens_per_query",
-         "test_tokens_per_query", "weighted_tokens_per_query", "usd_per_query"],
-    )
-    return (
-        head + summary
-        + "<h3>Options the policy picked</h3>" + choices
-        + "<h3>Amortization per sleep budget on served traffic</h3>"
-        + "<p>Sleep tokens of the variants that served queries (paid once per context and budget) divided by the "
-        "queries they served, plus the test tokens those queries used.</p>"
-        + amortization + "</section>"
-    )
+        return render("service_traffic.html.j2", numbers=numbers)
+    # The tables are HTML we rendered (their cells escaped): Markup keeps the section from escaping them again.
+    choices = html_table(numbers["choices"], _CHOICE_COLUMNS)
+    amortization = html_table(numbers["amortization"], _AMORTIZATION_COLUMNS)
+    return render("service_traffic.html.j2", numbers=numbers, t=t, choices=Markup(choices), amortization=Markup(amortization))

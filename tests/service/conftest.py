@@ -4,7 +4,10 @@ the query service on it in-process."""
 from __future__ import annotations
 
 import shutil
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -137,6 +140,30 @@ def copy_output(served: Served, dest: Path) -> RunConfig:
     return config
 
 
+@contextmanager
+def serving(settings) -> Iterator[tuple[str, object]]:
+    """The app of ``settings`` under uvicorn, configured as `sleeptime serve` configures it, on a
+    free loopback port, in a thread: yields (base URL, app)."""
+    import uvicorn
+
+    from sleeptime.service.server import uvicorn_config
+
+    config = uvicorn_config(settings.model_copy(update={"host": "127.0.0.1", "port": 0}))
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", config.app
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
 class Helpers:
     """The helpers above, as a fixture (test modules do not import conftest)."""
 
@@ -144,6 +171,7 @@ class Helpers:
     copy_output = staticmethod(copy_output)
     write_rows = staticmethod(write_rows)
     publish = staticmethod(publish)
+    serving = staticmethod(serving)
     policy, sleep_order, test_order = POLICY, SLEEP_ORDER, TEST_ORDER
 
 

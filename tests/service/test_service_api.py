@@ -4,6 +4,7 @@ import json
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from sleeptime.service import ServiceSettings, create_app
 from sleeptime.service.selection import infer_kind
@@ -34,7 +35,7 @@ def test_health_ready_and_openapi(client):
 
 
 def test_answers_follow_the_policy_and_reproduce_the_evaluation(served, client):
-    snapshot = client.app.state.holder.current
+    snapshot = client.app.state.parts.holder.current
     recorded = {(a.query_id, a.variant_id, a.test_budget): a for a in served.result.answers}
     checked = set()
     for who in ("acme", "globex"):
@@ -65,7 +66,7 @@ def test_request_target_and_caps(served, client):
     # No estimate's lower bound reaches 1: the most accurate option that can run, flagged.
     strict = client.post("/v1/answer", json={**ask, "target_accuracy": 1.0}, headers=served.headers("acme")).json()
     assert strict["choice"]["fallback"] and strict["target_accuracy"] == 1.0
-    pool = client.app.state.holder.current.policy.pool["sum"]
+    pool = client.app.state.parts.holder.current.policy.pool["sum"]
     assert strict["predicted_accuracy"] == pytest.approx(max(c.estimate for c in pool))
     cheap = client.post("/v1/answer", json={**ask, "max_cost": 100}, headers=served.headers("acme")).json()
     assert cheap["predicted_cost_weighted"] <= 100
@@ -160,8 +161,12 @@ def test_metrics_exposition(served, client):
     for series in ("sleeptime_requests_total{path=\"/v1/answer\",status=\"200\"}", "sleeptime_request_latency_seconds_bucket",
                    "sleeptime_tokens_total{kind=\"completion\"}", "sleeptime_cost_usd_total", "sleeptime_choices_total{sleep_budget=",
                    "sleeptime_snapshot_reloads_total{result=\"ok\"} 1", "sleeptime_selection_seconds_count",
-                   "sleeptime_snapshot_info{snapshot="):
+                   ):
         assert series in text, series
+    # Label order within the braces is the client library's (sorted): compare parsed samples.
+    info = [s for f in text_string_to_metric_families(text) for s in f.samples if s.name == "sleeptime_snapshot_info"]
+    snapshot = client.app.state.parts.holder.current
+    assert [(s.labels, s.value) for s in info] == [({"snapshot": snapshot.name, "policy_version": snapshot.policy_version}, 1)]
     assert "Bearer" not in text and served.secrets["acme"] not in text
 
 
@@ -209,18 +214,18 @@ def test_two_different_keys_are_refused_one_key_twice_is_served(served, client):
 
 
 def test_readyz_shows_no_paths(client):
-    holder = client.app.state.holder
+    holder = client.app.state.parts.holder
     holder.last_error = "FileNotFoundError: no published warehouse at /srv/data/out/warehouse/sleeptime.duckdb; run it"
     try:
         body = client.get("/readyz").json()  # (the poller may already have cleared the error: fine)
         assert "/srv/data" not in json.dumps(body)
     finally:
         holder.last_error = None
-    from sleeptime.service.app import _public
+    from sleeptime.service.errors import public_message
 
-    assert _public("no published warehouse at /srv/data/out/w.duckdb; run it") == "no published warehouse at <path>; run it"
-    assert _public('cannot open "C:\\data\\w.duckdb"') == 'cannot open "<path>"'
-    assert _public("ratio 1/2") == "ratio 1/2"
+    assert public_message("no published warehouse at /srv/data/out/w.duckdb; run it") == "no published warehouse at <path>; run it"
+    assert public_message('cannot open "C:\\data\\w.duckdb"') == 'cannot open "<path>"'
+    assert public_message("ratio 1/2") == "ratio 1/2"
 
 
 def test_an_unreadable_key_file_keeps_the_last_good_keys_or_answers_503(served, helpers, tmp_path):
@@ -245,7 +250,7 @@ def test_an_unreadable_key_file_keeps_the_last_good_keys_or_answers_503(served, 
 def test_readyz_drops_an_error_once_the_published_file_is_served_again(client):
     import asyncio
 
-    holder = client.app.state.holder
+    holder = client.app.state.parts.holder
     holder.last_error = "OSError: the disk hiccuped"
     assert asyncio.run(holder.check()) is False  # the served file is the published one
     assert holder.last_error is None and client.get("/readyz").json()["last_error"] is None

@@ -44,7 +44,7 @@ def test_first_option_fails_the_next_cheapest_adequate_answers(served, mocked):
     handler.script.clear()
     handler.script.extend([RuntimeError("provider exploded"), "Hugo has 12 coins. The answer is 12."])
     context_id = served.ids("acme")[0]
-    plan = select(client.app.state.holder.current, client.app.state.holder.current.contexts[context_id], None)
+    plan = select(client.app.state.parts.holder.current, client.app.state.parts.holder.current.contexts[context_id], None)
     r = ask(served, client, context_id)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -89,7 +89,7 @@ def test_when_every_option_fails_503_with_the_reason(served, mocked):
 
 def test_retryable_errors_are_retried_by_the_gateway_first(served, mocked):
     client, handler = mocked
-    gateway = client.app.state.gateway
+    gateway = client.app.state.parts.gateway
     handler.script.clear()
     rate_limited = litellm.RateLimitError("slow down", llm_provider="mock", model="m")
     handler.script.extend([rate_limited, rate_limited, "The answer is 9."])

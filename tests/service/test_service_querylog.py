@@ -45,7 +45,7 @@ def logged(served, helpers, tmp_path_factory):
                 assert r.status_code == 200
                 sent.append((who, context_id, question, r.json()))
         # One failure: every option errors (the mock model for this request only).
-        gateway = client.app.state.gateway
+        gateway = client.app.state.parts.gateway
         gateway.models["reference"], saved = gateway.models["mock"], gateway.models["reference"]
         handler.script.extend([RuntimeError("model down")] * 3)
         try:
@@ -55,7 +55,7 @@ def logged(served, helpers, tmp_path_factory):
             gateway.models["reference"] = saved
             handler.script.clear()
         assert failed.status_code == 503
-        querylog = client.app.state.querylog
+        querylog = client.app.state.parts.querylog
         batches_before_shutdown = len(querylog.files)
     return lake_dir, sent, failed.json(), batches_before_shutdown
 
