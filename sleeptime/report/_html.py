@@ -1,9 +1,9 @@
 """The report: one self-contained HTML page (inline SVG plots, inline CSS, no scripts but a
-small render check), readable offline, built from the published warehouse."""
+small render check), readable offline, built from the published warehouse. This module computes
+the numbers and draws the plots; the markup is in templates/report.html.j2 and its neighbours."""
 
 from __future__ import annotations
 
-import html
 import io
 import json
 from datetime import datetime, timezone
@@ -16,13 +16,14 @@ import matplotlib
 matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from markupsafe import Markup  # noqa: E402
 
 from sleeptime.analysis.cost import amortization_curve  # noqa: E402
 from sleeptime.analysis.curves import NONE, accuracy_vs_tokens, mark_frontier, order_sleep_budgets, order_test_budgets  # noqa: E402
 from sleeptime.analysis.frames import AnalysisFrames, load_frames  # noqa: E402
 from sleeptime.analysis.headline import headline_numbers  # noqa: E402
 from sleeptime.config import RunConfig  # noqa: E402
-from sleeptime.htmltable import html_table  # noqa: E402
+from sleeptime.htmltable import html_table, render  # noqa: E402
 from sleeptime.policy import HeldOutReport, frontier, held_out_check  # noqa: E402
 from sleeptime.policy.store import load_published_policy, settings_from  # noqa: E402
 from sleeptime.service.report_section import query_log_numbers, query_log_section  # noqa: E402
@@ -37,19 +38,6 @@ def _svg(fig) -> str:
     plt.close(fig)
     text = buffer.getvalue()
     return text[text.index("<svg") :]
-
-
-def _figure(plot_id: str, title: str, svg: str, caption: str) -> str:
-    return (
-        f'<figure class="plot" id="{plot_id}"><h3>{html.escape(title)}</h3>{svg}'
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-    )
-
-
-def _table(frame: pd.DataFrame, floats: int = 3) -> str:
-    if frame is None or frame.empty:
-        return html_table([], [])
-    return html_table(frame.to_dict("records"), list(frame.columns), floats)
 
 
 # --- plots -------------------------------------------------------------------------------------
@@ -164,7 +152,7 @@ def published_policy_section(con: duckdb.DuckDBPyConnection) -> tuple[str, dict[
     """The policy the service serves (its stored summary) and the sleep allocation it plans."""
     policy = load_published_policy(con)
     if policy is None:
-        return "<h2>Published policy</h2><p>No policy is published yet.</p>", {}
+        return render("published_policy.html.j2", version=None, summary=None, saved=None), {}
     d = policy.summary
     alloc = d["allocation"]
     saved = 1 - alloc["sleep_tokens"] / alloc["sleep_tokens_full_grid"] if alloc["sleep_tokens_full_grid"] else 0.0
@@ -172,19 +160,7 @@ def published_policy_section(con: duckdb.DuckDBPyConnection) -> tuple[str, dict[
                "required_accuracy": d["required_accuracy"], "expected_accuracy": d["expected_accuracy"],
                "expected_cost": d["expected_cost"], "kind_accuracy": d["kind_accuracy"], "traffic": d["traffic"],
                "allocation": alloc, "allocation_sleep_tokens_saved": saved}
-    kinds = ", ".join(f"{html.escape(k)} {v:.1%}" for k, v in sorted(d["kind_accuracy"].items()))
-    per_budget = ", ".join(f"{html.escape(k)}: {v}" for k, v in alloc["contexts_per_budget"].items() if v)
-    body = f"""<h2>Published policy and sleep allocation</h2>
-<p>Policy <code>{html.escape(policy.version)}</code> (what the query service answers with): target
-{d['target_accuracy']:.0%} over the expected query mix, which needs {_fmt(d['required_accuracy'], '{:.1%}')} expected accuracy
-at its confidence; planned {d['expected_accuracy']:.1%} at {d['expected_cost']:.1f} weighted tokens per query
-{'' if d['target_met'] else '(<b>target not reachable</b>: the most accurate plan)'}. Expected accuracy per kind: {kinds}.
-Traffic: {html.escape(d['traffic']['source'])} ({d['traffic']['queries_in_window']} queries in the window).</p>
-<p>Sleep allocation of this policy: contexts per sleep budget {per_budget}; {alloc['sleep_calls']} c' of
-{alloc['sleep_calls_full_grid']} for every budget everywhere, {alloc['sleep_tokens']:,.0f} of
-{alloc['sleep_tokens_full_grid']:,.0f} sleep tokens ({saved:.0%} saved). A refresh uses it under
-<code>policy.sleep_allocation: traffic</code> (<code>sleeptime plan</code> shows the plan at the traffic now).</p>"""
-    return body, numbers
+    return render("published_policy.html.j2", version=policy.version, summary=d, saved=saved), numbers
 
 
 def plot_runs(runs: pd.DataFrame) -> str:
@@ -200,37 +176,12 @@ def plot_runs(runs: pd.DataFrame) -> str:
 
 # --- page --------------------------------------------------------------------------------------
 
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-h1{margin-bottom:0}.sub{color:#666;margin-top:.2em}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(240px,1fr));gap:12px;margin:1.5em 0}
-.card{border:1px solid #ddd;border-radius:8px;padding:12px;background:#fafafa}
-.card .v{font-size:1.6em;font-weight:600}.card .k{color:#555;font-size:.9em}
-figure.plot{margin:1.5em 0;border-top:1px solid #eee;padding-top:.5em}figure.plot svg{max-width:100%;height:auto}
-figcaption{color:#555;font-size:.9em}table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
-td,th{border:1px solid #ddd;padding:3px 7px;text-align:right}th{background:#f0f0f0}
-"""
 
-# Headless browsers and people both read this: it reports whether every plot has a drawn area.
-RENDER_CHECK = """
-<pre id="render-check"></pre>
-<script>
-(function(){var out=[];document.querySelectorAll('figure.plot').forEach(function(f){
-var s=f.querySelector('svg');var r=s?s.getBoundingClientRect():{width:0,height:0};
-var drawn=s?Array.prototype.filter.call(s.querySelectorAll('path,use,rect'),function(e){
-var b=e.getBoundingClientRect();return b.width>0||b.height>0;}).length:0;
-out.push(f.id+' '+Math.round(r.width)+'x'+Math.round(r.height)+' drawn='+drawn);});
-document.getElementById('render-check').textContent=out.join('\\n');})();
-</script>
-"""
-
-
-def _card(value: str, label: str) -> str:
-    return f'<div class="card"><div class="v">{html.escape(value)}</div><div class="k">{html.escape(label)}</div></div>'
-
-
-def _fmt(value: Any, pattern: str = "{:.2f}") -> str:
-    return "n/a" if value is None else pattern.format(value)
+def _table(frame: pd.DataFrame, floats: int = 3) -> Markup:
+    """A frame as the page's table, marked safe so the page template embeds it as HTML."""
+    if frame is None or frame.empty:
+        return Markup(html_table([], []))
+    return Markup(html_table(frame.to_dict("records"), list(frame.columns), floats))
 
 
 def logprob_scores_for_report(config: RunConfig, frames: AnalysisFrames) -> tuple[pd.DataFrame | None, str | None]:
@@ -280,10 +231,6 @@ def build_report(con: duckdb.DuckDBPyConnection, config: RunConfig, frames: Anal
         highlight += [(s, small) for s in sleep_order if (s, small) not in highlight]
     amort = amortization_curve(frames.answers, frames.sleep, pairs=highlight, t=weight)
 
-    token = head["token_reduction_at_equal_accuracy"]
-    gain = head["accuracy_gain_from_sleep"]
-    pred = head["predictability"]
-    best = heldout.best_fixed
     numbers = {
         "headline": head,
         "heldout": {
@@ -292,28 +239,13 @@ def build_report(con: duckdb.DuckDBPyConnection, config: RunConfig, frames: Anal
             "policy_cost_usd": heldout.policy_cost_usd,
             "fallback_rate": heldout.fallback_rate,
             "n_test_queries": heldout.n_test_queries,
-            "best_fixed": best,
+            "best_fixed": heldout.best_fixed,
             "choices": {f"{k}": int(v) for k, v in heldout.choices.items()},
         },
         "frontier": sweep.drop(columns=["kind_accuracy"]).to_dict("records"),
         "published_policy": published_numbers,
         "service": query_log_numbers(con, t=weight),
     }
-    cards = "".join([
-        _card(f"{_fmt(token.get('ratio'))}x", f"fewer test-time tokens at equal accuracy ({_fmt(token.get('accuracy_level'), '{:.1%}')}: "
-              f"{token.get('baseline_test_budget')} raw vs {token.get('sleep_budget')}/{token.get('sleep_test_budget')}); "
-              f"best at any level {_fmt(token.get('best_ratio_any_level'))}x"),
-        _card(f"+{_fmt(gain.get('gain_over_none'), '{:.1%}')}", f"accuracy from sleep time at {gain.get('test_budget')} "
-              f"({_fmt(gain.get('accuracy_none'), '{:.1%}')} -> {_fmt(gain.get('best_accuracy'), '{:.1%}')}); "
-              f"smallest -> largest sleep budget +{_fmt(gain.get('gain_smallest_to_largest'), '{:.1%}')}"),
-        _card(f"{_fmt(cost.get('ratio'))}x", f"lower amortized cost per query at {cost.get('queries_per_context')} queries per context (t = {weight:g})"),
-        _card(f"{_fmt(pred.get('trend'), '{:+.2f}')}", "gain of sleep time, most minus least predictable quantile "
-              f"(per quantile: {', '.join(_fmt(g) for g in pred.get('gain_per_quantile', []))})"),
-        _card(f"{heldout.policy_accuracy:.1%} at {heldout.policy_cost_weighted:.0f}",
-              f"selection policy on {heldout.n_test_queries} held-out queries (accuracy at weighted tokens per query); "
-              f"best fixed pair {best.get('sleep_budget')}/{best.get('test_budget')}: "
-              f"{_fmt(best.get('accuracy'), '{:.1%}')} at {_fmt(best.get('cost_weighted'), '{:.0f}')}"),
-    ])
     fixed = heldout.fixed.copy()
     policy_row = pd.DataFrame([{"sleep_budget": "POLICY", "test_budget": "per query", "accuracy": heldout.policy_accuracy,
                                 "cost_weighted": heldout.policy_cost_weighted, "cost_usd": heldout.policy_cost_usd}])
@@ -321,52 +253,26 @@ def build_report(con: duckdb.DuckDBPyConnection, config: RunConfig, frames: Anal
                           ignore_index=True)
     run_cols = ["run_id", "status", "contexts_new", "contexts_changed", "contexts_unchanged", "contexts_removed",
                 "variants_written", "answers_written", "model_calls", "completion_tokens", "failures", "seconds"]
-    plots = "".join([
-        _figure("plot-accuracy-tokens", "Accuracy against test-time tokens",
-                plot_accuracy_vs_tokens(curve, head["pass_at_k"]["comparison"], sleep_order),
-                "One curve per sleep budget across the test budgets; circled points are the Pareto frontier; "
-                "crosses are pass@k on the raw context (tokens summed over the k samples)."),
-        _figure("plot-sleep-scaling", "Sleep-time scaling",
-                plot_sleep_scaling(curve, sleep_tokens, test_order, small),
-                f"Accuracy at each test budget against sleep-time tokens per context (bold: {small})."),
-        _figure("plot-amortization", "Amortized cost per query",
-                plot_amortization(amort, highlight),
-                f"(sleep tokens + {weight:g} x test tokens) / queries, as the number of queries per context grows; "
-                "dashed: test-time only."),
-        _figure("plot-predictability", "Predictability and the gain of sleep time",
-                plot_predictability(pred.get("table", [])),
-                f"Queries split into quantiles of a predictability score ({pred.get('score', '')}); gain at "
-                f"{pred.get('test_budget')} with sleep budget {pred.get('sleep_budget')}."),
-        _figure("plot-heldout", "Selection policy on held-out queries", plot_heldout(heldout),
-                f"Fitted on {1 - config.policy.holdout_fraction:.0%} of the queries, scored on the rest; target accuracy "
-                f"{config.policy.target_accuracy:.0%} over the query mix (Wilson lower bound, z = {config.policy.z:g})."),
-        _figure("plot-frontier", "Policy frontier: the target swept against every fixed choice",
-                plot_frontier(sweep, sweep_fixed),
-                "Held-out accuracy and cost of the policy fitted at each target (labels), beside every fixed pair "
-                "scored on the same held-out queries. Met at a target when the policy reaches it no dearer than the "
-                "cheapest fixed pair that does: " + ", ".join(
-                    f"{r['target']:g} {'yes' if r['met'] else 'no'}" for r in sweep.to_dict("records")) + "."),
-        _figure("plot-runs", "Run history", plot_runs(runs) if len(runs) else "<svg></svg>",
-                "Model calls per run: an unchanged corpus costs nothing."),
-    ])
-    built = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>sleeptime report</title><style>{CSS}</style></head><body>
-<h1>Sleep-time compute report</h1>
-<p class="sub">{head['data']['contexts']} contexts, {head['data']['queries']} labeled queries, {head['data']['answers']} graded answers;
-sleep budgets {', '.join(head['data']['sleep_budgets'])}; test budgets {', '.join(head['data']['test_budgets'])}. Built {built}.</p>
-<div class="cards">{cards}</div>
-{plots}
-<h2>Accuracy and tokens per budget pair</h2>{_table(curve)}
-<h2>Selection policy: held-out scorecard</h2>
-<p>Policy choices on held-out queries: {html.escape(', '.join(f'{k}: {v}' for k, v in numbers['heldout']['choices'].items()))};
-fallback rate {heldout.fallback_rate:.1%}.</p>{_table(scorecard)}
-{published_html}
-{service_html}
-<h2>Run history</h2>{_table(runs[[c for c in run_cols if c in runs.columns]], floats=1)}
-<h2>Numbers (JSON)</h2><details><summary>every figure above, as computed</summary><pre>{html.escape(json.dumps(numbers, indent=1, default=str))}</pre></details>
-{RENDER_CHECK}
-</body></html>"""
+    # matplotlib's SVG is our own output, not data: embedded as markup.
+    svgs = {name: Markup(svg) for name, svg in {
+        "accuracy_tokens": plot_accuracy_vs_tokens(curve, head["pass_at_k"]["comparison"], sleep_order),
+        "sleep_scaling": plot_sleep_scaling(curve, sleep_tokens, test_order, small),
+        "amortization": plot_amortization(amort, highlight),
+        "predictability": plot_predictability(head["predictability"].get("table", [])),
+        "heldout": plot_heldout(heldout),
+        "frontier": plot_frontier(sweep, sweep_fixed),
+        "runs": plot_runs(runs) if len(runs) else "<svg></svg>",
+    }.items()}
+    page = render(
+        "report.html.j2",
+        head=head, heldout=heldout, heldout_choices=numbers["heldout"]["choices"], weight=weight, small=small,
+        policy=config.policy, sweep=sweep.to_dict("records"), svgs=svgs,
+        tables={"curve": _table(curve), "scorecard": _table(scorecard),
+                "runs": _table(runs[[c for c in run_cols if c in runs.columns]], floats=1)},
+        published=Markup(published_html), service=Markup(service_html),
+        numbers_json=json.dumps(numbers, indent=1, default=str),
+        built=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    )
     return page, numbers
 
 
