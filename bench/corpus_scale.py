@@ -27,7 +27,7 @@ output directory:
 Per run it records the subprocess wall time; the flow's own time (``runs.seconds`` in the
 published warehouse: flow start to just before validate-and-publish) and the flow call's total time
 (publish included); model calls, variants, diff counts (read back from the ``runs`` row); peak RSS
-and PSS of the whole process tree (driver, Prefect server, Ray, actors; sampled from /proc as
+and PSS of the whole process tree (driver, Prefect server, Ray, actors; sampled as
 bench/pipeline_workers.py does) and the driver's own peak RSS (VmHWM); the stages of the flow from the
 arrival times of Prefect's INFO log lines; and, inside the tasks, the wall time of the steps the
 driver wraps with a timer (read, hash and parse; staging commits; the plan; recover; candidate,
@@ -53,11 +53,9 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import datetime as dt
 import json
 import os
 import pickle
-import platform
 import re
 import shlex
 import shutil
@@ -66,17 +64,18 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from pipeline_workers import (  # noqa: E402  (the /proc sampler and its helpers)
+import _measure  # noqa: E402
+from pipeline_workers import (  # noqa: E402  (the process-tree sampler and its helpers)
     KINDS,
     MIB,
     cpu_between,
+    machine_header,
     Measurement,
     read_warehouse,
     run_measured,
@@ -135,13 +134,13 @@ try:
 except RunFailed as exc:
     s, status = exc.summary, f"failed: {exc}"
 t2 = time.perf_counter()
+from bench._measure import vm_hwm_kib  # the cwd is the repository root
 print("BENCH_REFRESH " + json.dumps({
     "status": status, "run_id": s.run_id, "import_s": t1 - t0, "flow_call_s": t2 - t1, "summary_s": s.seconds,
     "calls": s.model_calls, "variants": s.variants_written, "failures": len(s.failures), "shards": s.shards,
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forking parent (this benchmark,
     # which holds the generated corpus), VmHWM belongs to this process image alone.
-    "counts": s.diff.counts(), "steps": T, "step_calls": N, "driver_maxrss_kib": next(
-        int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")),
+    "counts": s.diff.counts(), "steps": T, "step_calls": N, "driver_maxrss_kib": vm_hwm_kib(),
 }), flush=True)
 """
 
@@ -260,7 +259,7 @@ def run_refresh(size: int, kind: str, config: Path, out_dir: Path, env: dict[str
     m = Measurement(executor=f"refresh {kind}", workers=None, repeat=1)
     if max_wait > 0:
         m.waited_s = wait_for_idle(max_wait)
-    load = " ".join((Path("/proc/loadavg").read_text().split()[:3]))
+    load = _measure.loadavg_text()
     print(f"[{size} {kind}] load {load}: running refresh ...", flush=True)
     cmd = [sys.executable, "-c", DRIVER, str(config), json.dumps(TIMERS)]
     run_measured(cmd, env, ROOT, m, logs / f"{size}-{kind}.log", interval, None, echo)
@@ -288,26 +287,6 @@ def write_config(path: Path, corpus: Path, out_dir: Path, args: argparse.Namespa
 
 
 # --- the report ----------------------------------------------------------------------------------
-
-
-def machine_facts() -> list[str]:
-    cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), "unknown CPU")
-    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                  if line.startswith("MemTotal:"))
-    versions = []
-    for pkg in ("prefect", "ray", "litellm", "great-expectations", "duckdb", "pyarrow"):
-        try:
-            versions.append(f"{pkg} {metadata.version(pkg)}")
-        except metadata.PackageNotFoundError:
-            pass
-    return [
-        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- cores: {os.cpu_count()} ({cpu_model}); RAM: {mem_kb / 1024 / 1024:.1f} GiB",
-        f"- python {platform.python_version()} on {platform.system()} {platform.release()}",
-        f"- {', '.join(versions)}",
-        f"- load average when the benchmark started: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}",
-    ]
 
 
 def _f(v, spec: str = ".1f") -> str:
@@ -706,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
     args.command = shlex.join(sys.argv[1:] if argv is None else argv)
     sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
     started = time.monotonic()
-    facts = machine_facts()
+    facts = machine_header()
     tmp = Path(tempfile.mkdtemp(prefix="corpus-scale-"))
     logs = tmp / "logs"
     logs.mkdir()

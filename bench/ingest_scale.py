@@ -41,6 +41,8 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import _measure  # noqa: E402
+
 DEFAULT_OUT = ROOT / "bench" / "results" / "ingest_scale.md"
 NAMES = ["Hugo", "Jade", "Sara", "Amy", "Kai", "Eli", "Ben", "Eva", "Mia", "Fin"]
 
@@ -57,7 +59,8 @@ result = ingest_corpus(lake, "r29990101T000000000000", cfg.corpus, cfg.corpus_fo
 t2 = time.perf_counter()
 jobs = pending_sleep_jobs(lake, cfg)
 t3 = time.perf_counter()
-hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+from bench._measure import vm_hwm_kib  # the cwd is the repository root
+hwm = vm_hwm_kib()
 print("BENCH " + json.dumps({"imports_attach_s": t1 - t0, "ingest_s": t2 - t1, "plan_s": t3 - t2,
     "diff": result.diff.counts(), "parsed_lines": result.parsed_lines, "staged": result.staged,
     "pending_jobs": len(jobs), "peak_rss_mib": hwm / 1024}), flush=True)
@@ -163,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             seed = json.loads(next(l for l in seeded.stdout.splitlines() if l.startswith("SEED "))[5:])
             seed_s = time.perf_counter() - t
-            load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+            load = _measure.loadavg_text()
             print(f"[{n}] corpus {corpus.stat().st_size / 1e6:.0f} MB in {gen_s:.1f} s, lake seeded in {seed_s:.1f} s "
                   f"({seed}); load {load}; measuring ...", flush=True)
             t = time.perf_counter()

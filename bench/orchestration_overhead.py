@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -37,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import pipeline_workers as pw  # noqa: E402  (the /proc sampler, stage parser, machine facts)
+import _measure  # noqa: E402
+import pipeline_workers as pw  # noqa: E402  (the process-tree sampler, stage parser, machine facts)
 
 from sleeptime.dataset import generate_corpus, write_project_jsonl  # noqa: E402
 from sleeptime.prompts import sleep_messages, test_messages  # noqa: E402
@@ -81,7 +81,7 @@ async def _sweep(call, rows, c: int) -> dict:
     await asyncio.gather(*(bounded(m, k) for m, k in jobs))
     t2, cpu2 = time.perf_counter(), time.process_time()
     return {"test_s": t2 - t1, "test_calls": len(jobs), "total_s": t2 - t0, "calls": len(rows) + len(jobs),
-            "cpu_s": cpu2 - cpu1, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "cpu_s": cpu2 - cpu1, "peak_mb": _measure.peak_rss_mib()}
 
 
 def plain_loop(rows, base_url: str, c: int) -> dict:

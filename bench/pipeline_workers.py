@@ -11,7 +11,7 @@ grid with the in-process executor (``sleeptime.job.run_local``: no Prefect, no R
 subprocess. Per run it records:
 
 * wall time of the subprocess;
-* peak RSS (every 0.2 s) and PSS (every 1 s) of the whole process tree, read from /proc and summed
+* peak RSS (every 0.2 s) and PSS (every 1 s) of the whole process tree, read with psutil and summed
   over the subprocess, its descendants (Prefect server, Ray's gcs/raylet/workers) and any process
   that inherited this run's marker environment variable (so daemons that re-parent still count);
   with ``--ray-address``, also the joined cluster's processes, found by its GCS port;
@@ -54,11 +54,11 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import _measure  # bench/ is on sys.path: this script's folder, or put there by the scripts importing this one
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "bench" / "results" / "pipeline_workers.md"
 MARKER = "SLEEPTIME_BENCH_RUN"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
 MIB = 1024 * 1024
 BUSY_CORES = 0.5  # other load (cores) above which --retry-busy measures again
 
@@ -77,54 +77,7 @@ print("BENCH_LOCAL " + json.dumps({"import_s": t1 - t0, "seconds": r.seconds, "s
 """
 
 
-# --- /proc sampling ------------------------------------------------------------------------------
-
-
-def _read(path: str, mode: str = "r") -> str | bytes | None:
-    try:
-        with open(path, mode) as f:
-            return f.read()
-    except (OSError, ValueError):
-        return None
-
-
-def _stat(pid: int) -> tuple[int, int, int, int] | None:
-    """(ppid, cpu jiffies, starttime, rss bytes) from /proc/PID/stat."""
-    data = _read(f"/proc/{pid}/stat")
-    if not data:
-        return None
-    fields = data[data.rfind(")") + 2 :].split()
-    try:
-        return int(fields[1]), int(fields[11]) + int(fields[12]), int(fields[19]), int(fields[21]) * PAGE
-    except (IndexError, ValueError):
-        return None
-
-
-def _pss(pid: int) -> int:
-    data = _read(f"/proc/{pid}/smaps_rollup")
-    if data:
-        for line in data.splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _cmdline(pid: int) -> str:
-    data = _read(f"/proc/{pid}/cmdline", "rb")
-    return data.replace(b"\0", b" ").decode("utf-8", "replace").strip() if data else ""
-
-
-def _machine_busy() -> float:
-    """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
-    first = (_read("/proc/stat") or "cpu 0").splitlines()[0].split()[1:]
-    v = [int(x) for x in first] + [0] * 10
-    user, nice, system, _idle, _iowait, irq, softirq, steal = v[:8]
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
-
-
-def _own_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
+# --- sampling the process tree (bench/_measure.py) ------------------------------------------------
 
 
 def _kind(pid: int, root: int, cmd: str) -> str:
@@ -169,7 +122,7 @@ class Trace:
     """What a TreeSampler saw: the samples and every process of the run (plain data, picklable)."""
 
     samples: list[Sample] = field(default_factory=list)
-    procs: dict[tuple[int, int], Proc] = field(default_factory=dict)
+    procs: dict[tuple[int, float], Proc] = field(default_factory=dict)  # (pid, creation time)
 
     def peak(self, attr: str) -> int:
         return max((getattr(s, attr) for s in self.samples), default=0)
@@ -198,7 +151,7 @@ class TreeSampler(threading.Thread):
         # are not descendants of the run, so they are matched by command line.
         self.cluster = (re.compile(rf"--gcs[-_]address=\S*:{cluster_port}\b|--gcs_server_port={cluster_port}\b")
                         if cluster_port else None)
-        self._cmd_cache: dict[tuple[int, int], str] = {}
+        self._cmd_cache: dict = {}  # psutil handle (pid + creation time) -> command line
         self._ticks = 0
         self._last_pss = 0
         self.trace = Trace()
@@ -206,78 +159,58 @@ class TreeSampler(threading.Thread):
         # CPU per kind, accumulated from per-sample increments: a Ray worker that renames itself from
         # IDLE to ModelWorker keeps its earlier CPU under "ray system".
         self.cum = {k: 0.0 for k in KINDS}
-        self._foreign: dict[tuple[int, int], bool] = {}
+        self._foreign: dict = {}  # psutil handle -> has this run's marker
         self._halt = threading.Event()
-        self._machine0, self._own0 = _machine_busy(), _own_cpu()
-        self._boot_jiffies_at_start = None
+        self._machine0, self._own0 = _measure.machine_busy_s(), _measure.own_cpu_s()
+        self._run_started = _measure.started_at(t0)
 
     def stop(self) -> Trace:
         self._halt.set()
         self.join()
         return self.trace
 
-    def _has_marker(self, pid: int, key: tuple[int, int]) -> bool:
-        if key not in self._foreign:
-            env = _read(f"/proc/{pid}/environ", "rb") or b""
-            self._foreign[key] = f"{MARKER}={self.marker}".encode() in env.split(b"\0")
-        return self._foreign[key]
+    def _has_marker(self, p) -> bool:
+        if p not in self._foreign:
+            self._foreign[p] = _measure.environ(p).get(MARKER) == self.marker
+        return self._foreign[p]
 
     def sample(self) -> None:
         now = time.monotonic() - self.t0
-        stats: dict[int, tuple[int, int, int, int]] = {}
-        for name in os.listdir("/proc"):
-            if name.isdigit():
-                s = _stat(int(name))
-                if s:
-                    stats[int(name)] = s
-        children: dict[int, list[int]] = {}
-        for pid, (ppid, *_rest) in stats.items():
-            children.setdefault(ppid, []).append(pid)
-        roots = [self.root]
+        everyone = _measure.processes()
+        roots: list = [self.root]
         if self.cluster:
-            for pid, (_ppid, _cpu, start, _rss) in stats.items():
-                key = (pid, start)
-                if key not in self._cmd_cache:
-                    self._cmd_cache[key] = _cmdline(pid)
-                if self.cluster.search(self._cmd_cache[key]):
-                    roots.append(pid)
-        members, todo = set(), roots
-        while todo:
-            pid = todo.pop()
-            if pid in stats and pid not in members:
-                members.add(pid)
-                todo.extend(children.get(pid, []))
-        for pid, (_ppid, _cpu, start, _rss) in stats.items():
-            if pid not in members and pid != os.getpid() and self._has_marker(pid, (pid, start)):
-                members.add(pid)
+            for p in everyone:
+                if p not in self._cmd_cache:
+                    self._cmd_cache[p] = _measure.cmdline(p)
+                if self.cluster.search(self._cmd_cache[p]):
+                    roots.append(p)
+        members = _measure.tree(roots, everyone)
+        for p in everyone:
+            if p.pid not in members and p.pid != os.getpid() and self._has_marker(p):
+                members[p.pid] = p
         rss = pss = 0
         # PSS (smaps_rollup walks every mapping: the costly read) once a second, RSS every tick.
         with_pss = self._ticks % max(1, round(1.0 / self.interval)) == 0
         self._ticks += 1
-        for pid in members:
-            _ppid, cpu, start, prss = stats[pid]
-            key = (pid, start)
-            cmd = _cmdline(pid)  # re-read: Ray workers rename themselves (IDLE -> ModelWorker)
+        for pid, p in members.items():
+            r = _measure.read(p, pss=with_pss)  # the command line too: Ray workers rename themselves
+            if r is None:  # gone since the scan
+                continue
+            key, cmd = (pid, r.started), r.cmdline
             proc = self.procs.get(key)
             if proc is None:
                 proc = self.procs[key] = Proc(pid, "other", cmd, first_t=now)
-                if not self._new_since_start(start):  # a joined cluster's process: count only from now on
-                    proc.cpu = proc.cpu0 = cpu / CLK_TCK
+                if r.started < self._run_started:  # a joined cluster's process: count only from now on
+                    proc.cpu = proc.cpu0 = r.cpu_s
             proc.was_actor = proc.was_actor or cmd.startswith("ray::ModelWorker")
             proc.kind, proc.cmd = _kind(pid, self.root, cmd) if cmd else proc.kind, cmd or proc.cmd
-            self.cum[proc.kind] += cpu / CLK_TCK - proc.cpu
-            proc.cpu, proc.last_t = cpu / CLK_TCK, now
-            rss += prss
-            if with_pss:
-                pss += _pss(pid)
+            self.cum[proc.kind] += r.cpu_s - proc.cpu
+            proc.cpu, proc.last_t = r.cpu_s, now
+            rss += r.rss
+            pss += r.pss
         self._last_pss = pss if with_pss else self._last_pss
-        self.samples.append(Sample(now, rss, self._last_pss, dict(self.cum), _machine_busy() - self._machine0, _own_cpu() - self._own0))
-
-    def _new_since_start(self, starttime_jiffies: int) -> bool:
-        if self._boot_jiffies_at_start is None:
-            uptime = float((_read("/proc/uptime") or "0").split()[0])
-            self._boot_jiffies_at_start = (uptime - (time.monotonic() - self.t0)) * CLK_TCK
-        return starttime_jiffies >= self._boot_jiffies_at_start
+        self.samples.append(Sample(now, rss, self._last_pss, dict(self.cum), _measure.machine_busy_s() - self._machine0,
+                                   _measure.own_cpu_s() - self._own0))
 
     def run(self) -> None:
         while not self._halt.is_set():
@@ -341,9 +274,9 @@ def wait_for_idle(max_wait: float, threshold: float = 0.3, window: float = 3.0) 
     """Wait (up to ``max_wait`` s) until the machine's other load drops below ``threshold`` cores."""
     waited, t0 = 0.0, time.monotonic()
     while True:
-        m0, o0 = _machine_busy(), _own_cpu()
+        m0, o0 = _measure.machine_busy_s(), _measure.own_cpu_s()
         time.sleep(window)
-        load = ((_machine_busy() - m0) - (_own_cpu() - o0)) / window
+        load = ((_measure.machine_busy_s() - m0) - (_measure.own_cpu_s() - o0)) / window
         waited = time.monotonic() - t0
         if load < threshold or waited >= max_wait:
             if load >= threshold:
@@ -406,6 +339,14 @@ def read_warehouse(path: Path, run_id: str | None) -> dict | None:
     keys = ("run_id", "status", "seconds", "model_calls", "variants_written", "answers_written", "failures")
     found = [dict(zip(keys, r)) for r in rows if run_id is None or r[0] == run_id]
     return found[-1] if found else None
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except (OSError, ValueError):
+        return None
 
 
 def resolve_cluster_port(address: str) -> int | None:
@@ -526,28 +467,19 @@ def cpu_between(m: Measurement, a: float, b: float) -> dict[str, float]:
 
 
 def machine_header() -> list[str]:
-    cpu_model = ""
-    for line in (_read("/proc/cpuinfo") or "").splitlines():
-        if line.startswith("model name"):
-            cpu_model = line.split(":", 1)[1].strip()
-            break
-    mem_kb = 0
-    for line in (_read("/proc/meminfo") or "").splitlines():
-        if line.startswith("MemTotal:"):
-            mem_kb = int(line.split()[1])
     versions = []
     for pkg in ("prefect", "ray", "litellm", "great-expectations", "duckdb", "pyarrow"):
         try:
             versions.append(f"{pkg} {metadata.version(pkg)}")
         except metadata.PackageNotFoundError:
             pass
-    load = (_read("/proc/loadavg") or "").split()[:3]
     return [
         f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- cores: {os.cpu_count()} ({cpu_model or 'unknown CPU'}); RAM: {mem_kb / 1024 / 1024:.1f} GiB",
+        f"- cores: {os.cpu_count()} ({_measure.cpu_model() or 'unknown CPU'}); "
+        f"RAM: {_measure.memory_total_bytes() / 1024 ** 3:.1f} GiB",
         f"- python {platform.python_version()} on {platform.system()} {platform.release()}",
         f"- {', '.join(versions)}",
-        f"- load average when the benchmark started: {' '.join(load)}",
+        f"- load average when the benchmark started: {_measure.loadavg_text()}",
     ]
 
 

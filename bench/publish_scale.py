@@ -65,6 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench import _measure  # noqa: E402
 from bench import warehouse_scale as ws  # noqa: E402  (the generator and the machine helpers)
 
 DEFAULT_OUT = ROOT / "out" / "bench" / "publish_scale"
@@ -96,10 +97,6 @@ PREVIOUS = {
 }
 PREVIOUS_FIT_S = 15.3  # the policy fit at 10M answers, same file
 PREVIOUS_ANSWERS = 10_000_000
-
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _du(path: Path) -> int:
@@ -135,7 +132,7 @@ def phase_generate(args) -> dict:
     result = ws.phase_generate(argparse.Namespace(
         variants=args.variants, answers=args.answers, query_log=args.query_log, db=str(_paths(args)["generated"])))
     result["bytes"] = _paths(args)["generated"].stat().st_size
-    result["peak_rss_mib"] = _peak_rss_mib()
+    result["peak_rss_mib"] = _measure.peak_rss_mib()
     return result
 
 
@@ -169,7 +166,7 @@ def phase_load(args) -> dict:
     return {"seconds": seconds, "steps": steps, "counts": counts, "snapshot": lake.snapshot_id(),
             "lake_bytes": _du(p["lake"]), "data_files": len(files), "data_bytes": sum(f.stat().st_size for f in files),
             "catalog_bytes": sum(f.stat().st_size for f in p["lake"].glob("catalog.sqlite*")),
-            "peak_rss_mib": _peak_rss_mib()}
+            "peak_rss_mib": _measure.peak_rss_mib()}
 
 
 def phase_rebuild(args) -> dict:
@@ -181,7 +178,7 @@ def phase_rebuild(args) -> dict:
     t0 = time.perf_counter()
     wh.rebuild(Lake(p["lake"]))
     seconds = time.perf_counter() - t0
-    rss = _peak_rss_mib()
+    rss = _measure.peak_rss_mib()
     con = connect_read_only(p["warehouse"])
     counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
               for t in ("contexts", "queries", "variants", "answers", "query_log", "runs")}
@@ -248,7 +245,7 @@ def phase_stage(args) -> dict:
     assert len(set(rows["answer_id"].to_pylist())) == NEW_ANSWERS, "new answer ids collide"
     t = time.perf_counter()
     staged = Lake(p["lake"]).stage("answers", rows)
-    return {"seconds": time.perf_counter() - t, "staged": staged, "peak_rss_mib": _peak_rss_mib(),
+    return {"seconds": time.perf_counter() - t, "staged": staged, "peak_rss_mib": _measure.peak_rss_mib(),
             "contexts": len(set(rows["context_id"].to_pylist()))}
 
 
@@ -305,7 +302,7 @@ def phase_publish(args) -> dict:
     t0 = time.perf_counter()
     outcome = publish(lake, wh, summary, gate=gate, derive=derive, spool=None)
     seconds = time.perf_counter() - t0
-    rss = _peak_rss_mib()
+    rss = _measure.peak_rss_mib()
     time.sleep(1.0)  # the reader goes on a little after the switch
     seen = reader.stop()
 
@@ -437,7 +434,7 @@ def phase_views(args) -> dict:
              "mib": table.nbytes / MIB}
     del table
     con.close()
-    return {"views": out, "answers_current_whole": whole, "pass_at_k_002": pass_at_k_002, "peak_rss_mib": _peak_rss_mib(),
+    return {"views": out, "answers_current_whole": whole, "pass_at_k_002": pass_at_k_002, "peak_rss_mib": _measure.peak_rss_mib(),
             "seconds": sum(v["count_s"] + v["limit_s"] for v in out)}
 
 
@@ -449,13 +446,6 @@ PHASES = {"generate": phase_generate, "load": phase_load, "rebuild": phase_rebui
 # --- the driver -------------------------------------------------------------------------------------
 
 
-def _loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
-
-
 def run_phase(name: str, args, extra: tuple[str, ...] = ()) -> dict:
     cmd = [sys.executable, __file__, "--phase", name, "--out", str(args.out), "--variants", str(args.variants),
            "--answers", str(args.answers), "--query-log", str(args.query_log), *extra]
@@ -463,12 +453,12 @@ def run_phase(name: str, args, extra: tuple[str, ...] = ()) -> dict:
         t = time.perf_counter()
         ws.wait_quiet(args.max_wait)
         args.waited += time.perf_counter() - t
-    load = _loadavg()
-    busy, own, t = ws._busy_cpu_s(), ws._children_cpu_s(), time.perf_counter()
+    load = _measure.loadavg_text()
+    busy, own, t = _measure.machine_busy_s(), _measure.children_cpu_s(), time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     wall = time.perf_counter() - t
-    cpu = ws._children_cpu_s() - own
-    other = max(0.0, ((ws._busy_cpu_s() - busy) - cpu) / wall)
+    cpu = _measure.children_cpu_s() - own
+    other = max(0.0, ((_measure.machine_busy_s() - busy) - cpu) / wall)
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-3000:])
         raise SystemExit(f"phase {name} failed with exit code {proc.returncode}")
@@ -489,7 +479,7 @@ def run_all(args) -> dict:
     if p["out"].exists():
         shutil.rmtree(p["out"])
     p["out"].mkdir(parents=True)
-    res = {"machine": ws._machine(), "loadavg_start": _loadavg(),
+    res = {"machine": ws._machine(), "loadavg_start": _measure.loadavg_text(),
            "command": " ".join(["nice -n 5" if os.nice(0) >= 5 else "", ".venv/bin/python", "bench/publish_scale.py",
                                 *sys.argv[1:]]).strip(),
            "shape": ws.shape(args.variants, args.answers, args.query_log)}

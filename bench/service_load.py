@@ -30,7 +30,6 @@ import datetime as dt
 import os
 import platform
 import random
-import re
 import signal
 import socket
 import statistics
@@ -44,6 +43,8 @@ from importlib import metadata
 from pathlib import Path
 
 import yaml
+
+import _measure  # bench/ is on sys.path: this script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "bench" / "results" / "service_load.md"
@@ -94,10 +95,10 @@ def free_port() -> int:
 
 def start_server(config_path: Path, keys_path: Path, lake: Path, port: int, log_path: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "sleeptime.service", "serve", "--config", str(config_path), "--keys-file", str(keys_path),
-           "--port", str(port), "--reload-interval", "0.5", "--no-access-log", "--log-level", "warning",
-           "--query-log-dir", str(lake)]
-    return subprocess.Popen(cmd, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, cwd=ROOT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+           "--port", str(port), "--log-level", "warning"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SLEEPTIME_SERVICE_RELOAD_INTERVAL_S": "0.5",
+           "SLEEPTIME_SERVICE_ACCESS_LOG": "false", "SLEEPTIME_SERVICE_QUERY_LOG_DIR": str(lake)}
+    return subprocess.Popen(cmd, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, cwd=ROOT, env=env)
 
 
 def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 120) -> dict:
@@ -238,20 +239,10 @@ class Publisher(threading.Thread):
 
 
 def machine() -> dict[str, str]:
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    mem = "unknown"
-    try:
-        kb = int(re.search(r"MemTotal:\s+(\d+)", open("/proc/meminfo").read()).group(1))
-        mem = f"{kb / 1024 / 1024:.1f} GiB"
-    except (OSError, AttributeError):
-        pass
     versions = ", ".join(f"{p} {metadata.version(p)}" for p in ("fastapi", "uvicorn", "httpx", "litellm", "duckdb"))
-    return {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpu": cpu,
-            "cores": str(os.cpu_count()), "memory": mem, "python": platform.python_version(),
+    return {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "cpu": _measure.cpu_model() or "unknown", "cores": str(os.cpu_count()),
+            "memory": f"{_measure.memory_total_bytes() / 1024 ** 3:.1f} GiB", "python": platform.python_version(),
             "os": f"{platform.system()} {platform.release()}", "versions": versions}
 
 

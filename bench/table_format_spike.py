@@ -52,6 +52,8 @@ import sys
 import time
 from pathlib import Path
 
+import _measure  # bench/ is on sys.path: this script's folder (standard library only: the spike venvs lack psutil)
+
 FORMATS = ("ducklake-sqlite", "ducklake-duckdb", "delta", "iceberg")
 
 # ~40-char raw_reply; run_id has 16 distinct values for the GROUP BY.
@@ -415,7 +417,7 @@ def role_crash_writer(fmt, root, off, n):
 
 # --------------------------------------------------------------------------- main flow
 def run(fmt, rows, batches, root, skip_iso, skip_crash, kill_after=0.5):
-    res = {"format": fmt, "rows": rows, "sqlite_wal": os.environ.get("SPIKE_SQLITE_WAL") == "1", "loadavg_start": open("/proc/loadavg").read().split()[:3]}
+    res = {"format": fmt, "rows": rows, "sqlite_wal": os.environ.get("SPIKE_SQLITE_WAL") == "1", "loadavg_start": _measure.loadavg()}
 
     def rec(k, v):
         res[k] = v
@@ -535,7 +537,7 @@ def run(fmt, rows, batches, root, skip_iso, skip_crash, kill_after=0.5):
         rec("count_after_cleanup_ok", lake.count() == before)
 
     rec("disk_mb", round(sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) / 2**20, 1))
-    res["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+    res["loadavg_end"] = _measure.loadavg()
     print("JSON " + json.dumps(res, default=str))
 
 

@@ -56,7 +56,6 @@ import json
 import os
 import platform
 import re
-import resource
 import shutil
 import statistics
 import subprocess
@@ -71,6 +70,8 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench import _measure  # noqa: E402
 
 DEFAULT_OUT = ROOT / "out" / "bench" / "warehouse_scale"
 DEFAULT_RESULTS = ROOT / "bench" / "results" / "warehouse_scale.md"
@@ -268,10 +269,6 @@ def generate_sql(s: dict[str, int]) -> list[tuple[str, str]]:
 # --- phases (each runs in its own subprocess) -----------------------------------------------------------
 
 
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def phase_generate(args) -> dict:
     import duckdb
 
@@ -296,7 +293,7 @@ def phase_generate(args) -> dict:
     }
     con.close()
     return {"seconds": time.perf_counter() - t0, "steps": steps, "counts": counts, "migrations": applied,
-            "shape": s, "peak_rss_mib": _peak_rss_mib()}
+            "shape": s, "peak_rss_mib": _measure.peak_rss_mib()}
 
 
 def phase_fit(args) -> dict:
@@ -321,7 +318,7 @@ def phase_fit(args) -> dict:
     t0 = time.perf_counter()
     derived = derive(path)
     fit_s = time.perf_counter() - t0
-    fit_rss = _peak_rss_mib()  # before the breakdown below, which holds its own copies
+    fit_rss = _measure.peak_rss_mib()  # before the breakdown below, which holds its own copies
     rows = derived.get("policies", [])
     if args.profile:
         import cProfile
@@ -417,7 +414,7 @@ def phase_views(args) -> dict:
         out["queries"].append({"section": section, "sql": sql, "rows": table.num_rows, "seconds": secs, "runs": runs})
         print(f"  query on {section}: {secs:.3f} s", file=sys.stderr, flush=True)
     con.close()
-    out["peak_rss_mib"] = _peak_rss_mib()
+    out["peak_rss_mib"] = _measure.peak_rss_mib()
     return out
 
 
@@ -454,7 +451,7 @@ def phase_lake(args) -> dict:
     write_s = time.perf_counter() - t0
     files = list(lake.rglob("*.parquet"))
     return {"seconds": write_s, "rows": rows, "files": len(files), "bytes": sum(f.stat().st_size for f in files),
-            "peak_rss_mib": _peak_rss_mib()}
+            "peak_rss_mib": _measure.peak_rss_mib()}
 
 
 def phase_build(args) -> dict:
@@ -472,7 +469,7 @@ def phase_build(args) -> dict:
     counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("contexts", "variants", "answers")}
     con.close()
     wh.discard(snap)
-    return {"seconds": secs, "bytes": size, "files": len(snap.files), "counts": counts, "peak_rss_mib": _peak_rss_mib()}
+    return {"seconds": secs, "bytes": size, "files": len(snap.files), "counts": counts, "peak_rss_mib": _measure.peak_rss_mib()}
 
 
 def phase_gate(args) -> dict:
@@ -485,28 +482,10 @@ def phase_gate(args) -> dict:
     config = RunConfig(sleep_budgets=budgets, output_dir=Path(args.db).parent)
     t = time.perf_counter()
     ok, report = gate_snapshot(Path(args.db), config)
-    return {"seconds": time.perf_counter() - t, "ok": ok, "report": report[:300], "peak_rss_mib": _peak_rss_mib()}
+    return {"seconds": time.perf_counter() - t, "ok": ok, "report": report[:300], "peak_rss_mib": _measure.peak_rss_mib()}
 
 
 PHASES = {"gate": phase_gate, "generate": phase_generate, "fit": phase_fit, "views": phase_views, "lake": phase_lake, "build": phase_build}
-
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _busy_cpu_s() -> float:
-    """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]] + [0] * 10
-    except OSError:
-        return float("nan")
-    user, nice, system, idle, iowait, irq, softirq, steal = fields[:8]
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
-
-
-def _children_cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
 
 
 def wait_quiet(max_wait: float, below: float = 0.3) -> float:
@@ -514,9 +493,9 @@ def wait_quiet(max_wait: float, below: float = 0.3) -> float:
     returns the load of the last window."""
     deadline = time.monotonic() + max_wait
     while True:
-        b0, t0 = _busy_cpu_s(), time.monotonic()
+        b0, t0 = _measure.machine_busy_s(), time.monotonic()
         time.sleep(3)
-        load = (_busy_cpu_s() - b0) / (time.monotonic() - t0)
+        load = (_measure.machine_busy_s() - b0) / (time.monotonic() - t0)
         if load < below or time.monotonic() >= deadline:
             return load
         print(f"  waiting for a quieter machine (other load {load:.2f} cores)", file=sys.stderr, flush=True)
@@ -534,17 +513,17 @@ def run_phase(name: str, args, extra: list[str] | None = None) -> dict:
         t = time.perf_counter()
         wait_quiet(args.max_wait)
         args.waited += time.perf_counter() - t
-    busy, own, t = _busy_cpu_s(), _children_cpu_s(), time.perf_counter()
+    busy, own, t = _measure.machine_busy_s(), _measure.children_cpu_s(), time.perf_counter()
     proc = subprocess.run(cmd + (extra or []), stdout=subprocess.PIPE, text=True, cwd=ROOT)
     wall = time.perf_counter() - t
-    other = max(0.0, ((_busy_cpu_s() - busy) - (_children_cpu_s() - own)) / wall)
+    other = max(0.0, ((_measure.machine_busy_s() - busy) - (_measure.children_cpu_s() - own)) / wall)
     if proc.returncode != 0:
         raise SystemExit(f"phase {name} failed with exit code {proc.returncode}")
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
     result = json.loads(line[len("RESULT "):])
     result["wall_s"] = wall
     result["other_load"] = other
-    result["cpu_s"] = _children_cpu_s() - own
+    result["cpu_s"] = _measure.children_cpu_s() - own
     print(f"{name}: {wall:.1f} s wall, other processes used {other:.2f} cores meanwhile", file=sys.stderr, flush=True)
     return result
 
@@ -553,21 +532,6 @@ def run_phase(name: str, args, extra: list[str] | None = None) -> dict:
 
 
 def _machine() -> list[str]:
-    def mem_gib() -> float:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) / 1024 / 1024
-        return float("nan")
-
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-
     def version(pkg: str) -> str:
         try:
             return metadata.version(pkg)
@@ -576,10 +540,11 @@ def _machine() -> list[str]:
 
     return [
         f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- cores: {os.cpu_count()} ({cpu}); RAM: {mem_gib():.1f} GiB",
+        f"- cores: {os.cpu_count()} ({_measure.cpu_model() or 'unknown CPU'}); "
+        f"RAM: {_measure.memory_total_bytes() / 1024 ** 3:.1f} GiB",
         f"- python {platform.python_version()} on {platform.system()} {platform.release()}",
         f"- duckdb {version('duckdb')}, pandas {version('pandas')}, numpy {version('numpy')}, pyarrow {version('pyarrow')}",
-        f"- load average when the benchmark started: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        f"- load average when the benchmark started: {_measure.loadavg_text()}",
     ]
 
 
