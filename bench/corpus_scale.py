@@ -137,7 +137,7 @@ t2 = time.perf_counter()
 from bench._measure import vm_hwm_kib  # the cwd is the repository root
 print("BENCH_REFRESH " + json.dumps({
     "status": status, "run_id": s.run_id, "import_s": t1 - t0, "flow_call_s": t2 - t1, "summary_s": s.seconds,
-    "calls": s.model_calls, "variants": s.variants_written, "failures": len(s.failures), "shards": s.shards,
+    "calls": s.counters.calls, "variants": s.variants_written, "failures": len(s.failures), "shards": s.shards,
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forking parent (this benchmark,
     # which holds the generated corpus), VmHWM belongs to this process image alone.
     "counts": s.diff.counts(), "steps": T, "step_calls": N, "driver_maxrss_kib": vm_hwm_kib(),

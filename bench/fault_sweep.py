@@ -91,14 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     for attempt, s, wall, requests, outcomes in rows:
         lines.append(
             f"| {attempt} | {s.status} | {requests} | {outcomes['ok']} | " + " | ".join(str(outcomes[k]) for k in KINDS)
-            + f" | {s.model_calls} | {s.retries} | {len(s.failures)} | {s.variants_written + s.answers_written} | {wall:.1f} |"
+            + f" | {s.counters.calls} | {s.counters.retries} | {len(s.failures)} | {s.variants_written + s.answers_written} | {wall:.1f} |"
         )
     first, second = rows[0][1], rows[1][1]
     lines += [
         "",
         f"Every attempt is accounted for: calls + retries + failed items "
-        f"({first.model_calls} + {first.retries} + {len(first.failures)} = "
-        f"{first.model_calls + first.retries + len(first.failures)} attempts; the server counted {rows[0][3]} requests: an "
+        f"({first.counters.calls} + {first.counters.retries} + {len(first.failures)} = "
+        f"{first.counters.calls + first.counters.retries + len(first.failures)} attempts; the server counted {rows[0][3]} requests: an "
         "attempt on a pooled connection the server had just closed fails before reaching it).",
         f"The rerun attempted {second.items_attempted} items: the {len(first.failures)} that failed for good, plus "
         "the answers of variants that only now exist.",

@@ -72,7 +72,7 @@ from sleeptime.config import RunConfig
 from sleeptime.job import run_local
 t1 = time.perf_counter()
 r = run_local(RunConfig(corpus=sys.argv[1], output_dir=sys.argv[2]))
-print("BENCH_LOCAL " + json.dumps({"import_s": t1 - t0, "seconds": r.seconds, "stats": r.model_stats,
+print("BENCH_LOCAL " + json.dumps({"import_s": t1 - t0, "seconds": r.seconds, "stats": __import__("dataclasses").asdict(r.counters),
       "failures": len(r.failures), "variants": len(r.variants), "answers": len(r.answers)}), flush=True)
 """
 
@@ -795,8 +795,7 @@ def describe_grid() -> str:
     from sleeptime.config import RunConfig
 
     cfg = RunConfig()
-    sleep = [b.name for b in cfg.sleep_budgets]
-    test = [b.name for b in cfg.test_budgets]
+    sleep, test = cfg.sleep_budget_order, cfg.test_budget_order
     text = (f"the default grid: sleep budgets {', '.join(f'`{n}`' for n in sleep)} x test budgets "
             f"{', '.join(f'`{n}`' for n in test)}")
     extra = [f"`{name}: {getattr(cfg, name)}`" for name in ("pass_at_k",) if hasattr(cfg, name)]

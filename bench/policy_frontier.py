@@ -30,7 +30,6 @@ sys.path.insert(0, str(ROOT))
 from sleeptime.analysis.frames import load_frames  # noqa: E402
 from sleeptime.config import load_config  # noqa: E402
 from sleeptime.policy import frontier  # noqa: E402
-from sleeptime.policy.store import settings_from  # noqa: E402
 from sleeptime.storage.warehouse import connect_read_only  # noqa: E402
 
 TARGETS = (0.8, 0.9, 0.95)
@@ -64,8 +63,7 @@ def warehouse_for(name: str, given: Path | None, scratch: Path) -> tuple[Path, f
 
 def measure(path: Path) -> tuple[list[dict], list[dict], dict]:
     config = load_config(ROOT / "sleeptime.yaml")
-    settings = settings_from(config.policy, tuple(b.name for b in config.test_budgets),
-                             tuple(b.name for b in config.sleep_budgets))
+    settings = config.policy_settings
     con = connect_read_only(path)
     try:
         frames = load_frames(con)

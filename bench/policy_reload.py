@@ -93,8 +93,7 @@ def main() -> None:
             "SELECT count(*) FROM answers_current WHERE correct IS NOT NULL AND sample_index = 0").fetchone()[0]
         run_id = con.execute("SELECT max(run_id) FROM runs").fetchone()[0] + "x"
         started = time.perf_counter()
-        derived = derive_policy(con, config.policy, run_id, tuple(b.name for b in config.test_budgets),
-                                tuple(b.name for b in config.sleep_budgets))
+        derived = derive_policy(con, config.policy_settings, run_id)
         result["derive_s"] = time.perf_counter() - started
         rows = derived["policies"]
         result["policy_rows"] = len(rows)

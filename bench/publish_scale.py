@@ -292,8 +292,7 @@ def phase_publish(args) -> dict:
     clock.wrap(Candidate, "apply", "apply.all")  # every upsert into the candidate, nested ones included
     clock.wrap(pipeline_mod, "as_arrow", "other.as_arrow")
     gate = clock.timed("gate", lambda candidate: snapshot_mod.gate_delta(candidate, config, run_id))
-    order = tuple(b.name for b in config.test_budgets)
-    derive = clock.timed("derive", lambda con: derive_policy(con, config.policy, run_id, order)) if with_derive else None
+    derive = clock.timed("derive", lambda con: derive_policy(con, config.policy_settings, run_id)) if with_derive else None
     summary = RunSummary(run_id=run_id, corpus="bench/publish_scale", started_at=dt.datetime.now(dt.timezone.utc),
                          answers_written=staged)
 

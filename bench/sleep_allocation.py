@@ -30,7 +30,6 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -46,7 +45,6 @@ from sleeptime.dataset import generate_mixed_corpus  # noqa: E402
 from sleeptime.dataset.loaders import load_corpus, write_project_jsonl  # noqa: E402
 from sleeptime.dataset.traffic import DEFAULT_START, logged_queries, query_counts, simulate_query_log  # noqa: E402
 from sleeptime.policy import RAW, fit_policy, split_queries  # noqa: E402
-from sleeptime.policy.store import settings_from  # noqa: E402
 from sleeptime.storage.warehouse import connect_read_only  # noqa: E402
 
 CONTEXTS, SEED = 100, 11
@@ -99,7 +97,7 @@ def scenario(frames, corpus, config, base, weekly: int, sleep_scale: float = 1.0
     lookup = answers.groupby(["query_id", "sleep_budget", "test_budget"], as_index=False).agg(
         correct=("correct", "mean"), completion_tokens=("completion_tokens", "mean"))
     contexts = sorted(answers["context_id"].unique())
-    budgets = [b.name for b in config.sleep_budgets if b.name != RAW]
+    budgets = [b for b in config.sleep_budget_order if b != RAW]
 
     results: dict[str, dict] = {}
     started = time.perf_counter()
@@ -174,8 +172,7 @@ def main() -> None:
     args = parser.parse_args()
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     config = load_config(ROOT / "sleeptime.yaml")
-    base = settings_from(config.policy, tuple(b.name for b in config.test_budgets), tuple(b.name for b in config.sleep_budgets))
-    base = replace(base, refresh_interval_days=7.0, traffic_window_days=7.0)
+    base = config.policy_settings.model_copy(update={"refresh_interval_days": 7.0, "traffic_window_days": 7.0})
 
     with tempfile.TemporaryDirectory(prefix="sleep-allocation-") as tmp:
         pipeline_s = None

@@ -300,7 +300,8 @@ def phase_fit(args) -> dict:
     import duckdb
     import pyarrow as pa
 
-    from sleeptime.config import DEFAULT_TEST_BUDGETS, PolicyConfig
+    from sleeptime.config import PolicyConfig, RunConfig
+    from sleeptime.policy import PolicySettings
     from sleeptime.policy.store import derive_policy
     from sleeptime.storage.records import SCHEMAS
     from sleeptime.storage.warehouse import connect_read_only
@@ -308,13 +309,13 @@ def phase_fit(args) -> dict:
     def derive(path: Path) -> dict:
         con = connect_read_only(path)
         try:
-            return derive_policy(con, PolicyConfig(), run_id, order)
+            return derive_policy(con, settings, run_id)
         finally:
             con.close()
 
     path = Path(args.db)
     run_id = "r20260101T000000000000"
-    order = tuple(b.name for b in DEFAULT_TEST_BUDGETS)
+    settings = PolicySettings.from_config(PolicyConfig(), RunConfig().test_budget_order)
     t0 = time.perf_counter()
     derived = derive(path)
     fit_s = time.perf_counter() - t0
@@ -334,21 +335,19 @@ def phase_fit(args) -> dict:
 
     con = duckdb.connect(str(path), read_only=True)
     t = time.perf_counter()
-    answers = con.sql(store._FIT_ANSWERS).to_arrow_table().to_pandas()
-    sleep = con.sql(store._FIT_SLEEP).to_arrow_table().to_pandas()
+    stats, labeled, sleep, traffic = store._fit_inputs(con, settings)
     read_s = time.perf_counter() - t
     con.close()
-    settings = store.settings_from(PolicyConfig(), order)
     t = time.perf_counter()
-    policy = _fit.fit_policy(answers, sleep, settings)
+    policy = _fit.fit_policy_from_stats(stats, labeled, sleep, settings, traffic)
     fit_only_s = time.perf_counter() - t
-    prepared = _fit.prepare_answers(answers)
+    prepared, prepared_labeled = _fit.prepare_stats(stats), _fit._prepare_labeled(labeled)
     t = time.perf_counter()
-    _fit._version(settings, prepared, _fit.SleepCosts(sleep).frame, {})
+    _fit._version(settings, prepared, prepared_labeled, _fit.SleepCosts(sleep).frame, traffic)
     version_s = time.perf_counter() - t
-    breakdown = {"read_s": read_s, "fit_policy_s": fit_only_s, "version_s": version_s, "answer_rows": len(answers),
+    breakdown = {"read_s": read_s, "fit_policy_s": fit_only_s, "version_s": version_s, "answer_rows": len(stats),
                  "sleep_rows": len(sleep), "same_version": policy.version == (rows[0]["policy_version"] if rows else None)}
-    del answers, sleep, prepared, policy
+    del stats, labeled, sleep, prepared, prepared_labeled, policy
     t = time.perf_counter()
     con = duckdb.connect(str(path))
     if rows:
@@ -600,7 +599,7 @@ def render(res: dict) -> str:
               ", ".join(f"{k} {v:.1f} s" for k, v in gen["steps"].items() if v >= 0.5)),
         _step("policy fit: `derive_policy(candidate, ...)`, as the publish step calls it", fit, fit["seconds"],
               f"{fit['rows']:,} policy rows, version {fit['version']}; peak RSS is the fit's alone. Parts, measured "
-              f"again after it: reading {fit['answer_rows']:,} graded answers + {fit['sleep_rows']:,} sleep rows "
+              f"again after it: reading {fit['answer_rows']:,} answer-summary rows + {fit['sleep_rows']:,} sleep rows "
               f"{fit['read_s']:.1f} s, `fit_policy` {fit['fit_policy_s']:.1f} s, of which the version digest "
               f"{fit['version_s']:.1f} s"),
     ]

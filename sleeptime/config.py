@@ -31,6 +31,7 @@ from sleeptime.model import (
     ModelSpec,
     load_registry,
 )
+from sleeptime.policy_settings import PolicyFitConfig, PolicySettings
 
 # Sleep budgets: "none" is test-time only. Each level roughly triples the tokens of the last;
 # the reference reasoner writes about 13 tokens per derived fact.
@@ -59,31 +60,12 @@ class DemoCorpus(BaseModel):
     seed: int = 7
 
 
-class PolicyConfig(BaseModel):
-    """How the selection policy judges "adequate" and "cheapest", and how the refresh spends
-    sleep time (sleeptime/policy; docs/analysis.md, "Selection policy")."""
+class PolicyConfig(PolicyFitConfig):
+    """``policy:``: the fit's inputs (PolicyFitConfig), how the refresh spends sleep time, and the
+    report's held-out check (sleeptime/policy; docs/analysis.md, "Selection policy")."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    target_accuracy: float = Field(default=0.9, gt=0, le=1)  # over the expected query mix
-    z: float = Field(default=1.96, ge=0)  # confidence of the mix accuracy's Wilson lower bound
-    test_token_weight: float = Field(default=10.0, ge=0)  # t in the published cost formula
-    expected_queries_per_context: float = Field(default=10.0, gt=0)  # per refresh, when no traffic is logged
-    cost_metric: Literal["weighted_tokens", "usd"] = "weighted_tokens"
-    kind_floors: dict[str, float] = Field(default_factory=dict)  # e.g. {counterfactual: 0.8}
-    traffic_window_days: float = Field(default=7.0, gt=0)  # query log window that gives the rates
-    traffic_prior_windows: float = Field(default=0.5, ge=0)  # weight of the corpus-average rate
-    refresh_interval_days: float = Field(default=7.0, gt=0)  # how long one c' serves queries
     sleep_allocation: Literal["full_grid", "traffic"] = "full_grid"  # every budget everywhere, or by traffic
     holdout_fraction: float = Field(default=0.5, gt=0, lt=1)  # queries held out by the report's check
-
-    @field_validator("kind_floors")
-    @classmethod
-    def _floors_in_range(cls, value: dict[str, float]) -> dict[str, float]:
-        bad = {k: v for k, v in value.items() if not 0.0 <= v <= 1.0}
-        if bad:
-            raise ValueError(f"kind floors must be accuracies in [0, 1], got {bad}")
-        return value
 
 
 class S3Settings(BaseModel):
@@ -137,6 +119,8 @@ class RunConfig(BaseModel):
     model_registry: Path | None = None
     sleep_model: str = "reference"
     test_model: str = "reference"
+    # Each list cheapest first ("none" first among sleep budgets): budget names carry no order of
+    # their own, so the listed order is the budgets' order (test_budget_order, sleep_budget_order).
     sleep_budgets: list[SleepBudget] = Field(default_factory=lambda: list(DEFAULT_SLEEP_BUDGETS))
     test_budgets: list[TestBudget] = Field(default_factory=lambda: list(DEFAULT_TEST_BUDGETS))
     # Raw-context samples per (query, test budget) for the pass@k baseline (parallel scaling,
@@ -216,6 +200,21 @@ class RunConfig(BaseModel):
     @field_serializer("models", mode="wrap")
     def _dump_inline_models(self, models: dict[str, ModelSpec], handler: Any) -> Any:
         return handler({n: s for n, s in models.items() if n not in self._registry_names})
+
+    @property
+    def test_budget_order(self) -> tuple[str, ...]:
+        """Test budget names, cheapest .. largest."""
+        return tuple(b.name for b in self.test_budgets)
+
+    @property
+    def sleep_budget_order(self) -> tuple[str, ...]:
+        """Sleep budget names, "none" .. largest."""
+        return tuple(b.name for b in self.sleep_budgets)
+
+    @property
+    def policy_settings(self) -> PolicySettings:
+        """What this run fits the policy with: ``policy``'s fit inputs and the budget orders."""
+        return PolicySettings.from_config(self.policy, self.test_budget_order, self.sleep_budget_order)
 
     @property
     def lake_dir(self) -> Path:

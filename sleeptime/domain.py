@@ -1,4 +1,5 @@
-"""Domain types: what a context, a query, a budget, a variant (c') and an answer are.
+"""Domain types: what a context, a query, a budget, a variant (c') and an answer are, and what
+model calls used (Usage, CallCounters).
 
 Every identifier is derived from content, so the same input always gets the same id and a
 rerun can recognise work it has already done.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -40,6 +42,29 @@ class Usage(_Frozen):
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
         )
+
+
+@dataclass
+class CallCounters:
+    """What model calls did, counted as they happen (the gateway) and summed per shard and per
+    run. The one list of these counters: a counter added here is carried from the gateway to the
+    run summary; the runs table records the ones ``RunSummary.record`` names."""
+
+    calls: int = 0  # calls the provider answered (a cache hit is not a call)
+    prompt_tokens: int = 0  # of those calls
+    completion_tokens: int = 0
+    cost_usd: float = 0.0  # spent by those calls (a cache hit spends nothing)
+    retries: int = 0  # retryable errors that were retried (the call may still have succeeded)
+    retryable_errors: int = 0  # every retryable error, the last one too when no retry was left
+    cache_hits: int = 0  # replies from the response cache: no call made
+    failed_calls: int = 0  # calls that failed for good (non-retryable error, out of retries, no usage)
+
+    def __add__(self, other: CallCounters) -> CallCounters:
+        return CallCounters(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+    def __sub__(self, other: CallCounters) -> CallCounters:
+        """What was counted since ``other``, an earlier reading of the same counters."""
+        return CallCounters(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
 
 
 class Context(_Frozen):

@@ -17,7 +17,7 @@ import pandas as pd
 from sleeptime.compute import Failure, run_sleep_jobs, run_test_jobs, sleep_jobs, test_jobs
 from sleeptime.config import RunConfig
 from sleeptime.dataset import LoadResult, ensure_demo_corpus, load_corpus
-from sleeptime.domain import Answer, Variant
+from sleeptime.domain import Answer, CallCounters, Variant
 from sleeptime.model import ModelGateway
 from sleeptime.storage import answer_record
 
@@ -36,7 +36,7 @@ class JobResult:
     answers: list[Answer]
     failures: list[Failure]
     seconds: dict[str, float] = field(default_factory=dict)
-    model_stats: dict[str, int] = field(default_factory=dict)
+    counters: CallCounters = field(default_factory=CallCounters)  # the model calls of the whole job
 
     def answers_frame(self) -> pd.DataFrame:
         return pd.DataFrame([answer_record(a) for a in self.answers])
@@ -70,4 +70,4 @@ def run_local(config: RunConfig, progress: ProgressFactory = _no_progress) -> Jo
     variants, answers, failures = asyncio.run(work())
 
     seconds["total"] = time.perf_counter() - t0
-    return JobResult(loaded, variants, answers, failures, seconds, dict(gateway.stats))
+    return JobResult(loaded, variants, answers, failures, seconds, gateway.counters)

@@ -23,10 +23,11 @@ from sleeptime import _failpoints
 from sleeptime.compute import Failure, SleepJob, TestJob
 from sleeptime.config import RunConfig
 from sleeptime.dataset import corpus_format, load_corpus, scan_project_jsonl
-from sleeptime.domain import Context, ContextWithQueries, Query, QuarantinedRow, Usage, Variant
+from sleeptime.domain import CallCounters, Context, ContextWithQueries, Query, QuarantinedRow, Usage, Variant
 from sleeptime.prompts import PROMPT_VERSION
 from sleeptime.storage import Lake, context_record, query_record
 from sleeptime.storage.lake import STAGED_TABLES, as_arrow, lake_index
+from sleeptime.storage.records import tombstone_record
 from sleeptime.storage.warehouse import Candidate, Warehouse
 
 T = TypeVar("T")
@@ -117,11 +118,7 @@ def ingest_corpus(lake: Lake, run_id: str, corpus: str | Path, fmt: str = "auto"
             context_record(r.context, run_id, row_hash=row_hashes.get(r.context.id))
             for r in rows if status[r.context.id] in ("new", "changed", "edited")
         ]
-        contexts += [
-            {"context_id": cid, "content_hash": h, "source": "", "text": "", "metadata_json": "{}",
-             "deleted": True, "run_id": run_id, "row_hash": None}
-            for cid, h in removed
-        ]
+        contexts += [tombstone_record(cid, h, run_id) for cid, h in removed]
         # Queries of unchanged contexts may still be new (a question added to the corpus).
         candidates = as_arrow("queries", [
             query_record(q, h, run_id)
@@ -395,13 +392,8 @@ class RunSummary:
     diff: CorpusDiff = field(default_factory=CorpusDiff)
     variants_written: int = 0
     answers_written: int = 0
-    model_calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    failures: list[Failure] = field(default_factory=list)
-    retries: int = 0  # retryable errors that were retried (the items may still have succeeded)
-    cache_hits: int = 0  # replies from the response cache: no call made
+    counters: CallCounters = field(default_factory=CallCounters)  # the run's model calls, summed over its shards
+    failures: list[Failure] = field(default_factory=list)  # items that produced no row
     quarantined: int = 0
     status: str = "running"
     gate_report: str = ""
@@ -409,12 +401,6 @@ class RunSummary:
     workers: int = 0
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
-
-    def add_usage(self, calls: int, usage: Usage, cost: float) -> None:
-        self.model_calls += calls
-        self.prompt_tokens += usage.prompt_tokens
-        self.completion_tokens += usage.completion_tokens
-        self.cost_usd += cost
 
     @property
     def items_attempted(self) -> int:
@@ -425,7 +411,7 @@ class RunSummary:
         return len(self.failures) / self.items_attempted if self.items_attempted else 0.0
 
     def record(self) -> dict[str, Any]:
-        counts = self.diff.counts()
+        counts, calls = self.diff.counts(), self.counters
         return {
             "run_id": self.run_id,
             "started_at": self.started_at,
@@ -438,30 +424,30 @@ class RunSummary:
             "contexts_removed": counts["removed"],
             "variants_written": self.variants_written,
             "answers_written": self.answers_written,
-            "model_calls": self.model_calls,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "cost_usd": self.cost_usd,
+            "model_calls": calls.calls,
+            "prompt_tokens": calls.prompt_tokens,
+            "completion_tokens": calls.completion_tokens,
+            "cost_usd": calls.cost_usd,
             "failures": len(self.failures),
             "quarantined": self.quarantined,
             "seconds": self.seconds,
             "detail_json": json.dumps(
-                {"shards": self.shards, "workers": self.workers, "gate": self.gate_report, "retries": self.retries,
-                 "cache_hits": self.cache_hits, "failure_reasons": self.failure_reasons(), **self.extra},
+                {"shards": self.shards, "workers": self.workers, "gate": self.gate_report, "retries": calls.retries,
+                 "cache_hits": calls.cache_hits, "failure_reasons": self.failure_reasons(), **self.extra},
                 default=str,
             ),
         }
 
     def lines(self) -> list[str]:
-        c = self.diff.counts()
+        c, calls = self.diff.counts(), self.counters
         return [
             f"run {self.run_id}: {self.status}",
             f"contexts: {c['new']} new, {c['changed']} changed, {c['unchanged']} unchanged, {c['removed']} removed"
             f" ({self.quarantined} rows set aside)",
             f"work: {self.shards} shards on {self.workers} Ray workers{self._where()}; {self.variants_written} "
             f"variants and {self.answers_written} answers written",
-            f"model: {self.model_calls} calls ({self.retries} retries, {self.cache_hits} answered from the cache), "
-            f"{self.prompt_tokens} prompt + {self.completion_tokens} completion tokens, ${self.cost_usd:.4f}",
+            f"model: {calls.calls} calls ({calls.retries} retries, {calls.cache_hits} answered from the cache), "
+            f"{calls.prompt_tokens} prompt + {calls.completion_tokens} completion tokens, ${calls.cost_usd:.4f}",
             f"failures: {len(self.failures)} of {self.items_attempted} items ({self.failure_rate:.1%})"
             + "".join(f"; {n} x {r}" for r, n in self.failure_reasons().items())
             + f"; time {self.seconds:.1f}s",

@@ -15,7 +15,7 @@ from prefect.runtime import task_run
 
 from sleeptime.compute import Failure, SleepJob, TestJob
 from sleeptime.config import RunConfig
-from sleeptime.domain import Usage
+from sleeptime.domain import CallCounters
 from sleeptime.storage import answer_record, variant_record
 from tasks import progress
 from tasks.ray_pool import RayPool
@@ -35,11 +35,7 @@ def _worker_was_lost(task, task_run, state) -> bool:
 class ShardOutcome:
     rows: int
     failures: list[Failure] = field(default_factory=list)
-    calls: int = 0
-    usage: Usage = field(default_factory=lambda: Usage(prompt_tokens=0, completion_tokens=0))
-    cost_usd: float = 0.0
-    retries: int = 0
-    cache_hits: int = 0
+    counters: CallCounters = field(default_factory=CallCounters)  # the shard's model calls
     node_id: str = ""  # the Ray node whose worker made the calls
     attempts: int = 1  # more than 1: the shard was sent again after its worker was lost
 
@@ -50,18 +46,16 @@ def _run_shard(stage: str, index: int, jobs: list, config: RunConfig, run_id: st
         (config.sleep_model, "variants", variant_record) if stage == "sleep" else (config.test_model, "answers", answer_record)
     )
     with pool.lease() as actor:
-        result, stats, node_id = ray.get((actor.sleep if stage == "sleep" else actor.test).remote(model, jobs))
+        result, counters, node_id = ray.get((actor.sleep if stage == "sleep" else actor.test).remote(model, jobs))
     records = [to_record(row, run_id) for row in result.rows]
     lake = config.open_lake()
     lake.stage(table, records)
     lake.stage("failures", [{**f.model_dump(), "run_id": run_id} for f in result.failures])
     get_run_logger().info(
         "%s shard %d: %d %s, %d failures, %d calls, %d cache hits", stage, index, len(records), table,
-        len(result.failures), stats.get("calls", 0), stats.get("cache_hits", 0),
+        len(result.failures), counters.calls, counters.cache_hits,
     )
-    usage = Usage(prompt_tokens=stats.get("prompt_tokens", 0), completion_tokens=stats.get("completion_tokens", 0))
-    return ShardOutcome(len(records), result.failures, stats.get("calls", 0), usage, float(stats.get("cost_usd", 0.0)),
-                        stats.get("retries", 0), stats.get("cache_hits", 0), node_id, task_run.run_count or 1)
+    return ShardOutcome(len(records), result.failures, counters, node_id, task_run.run_count or 1)
 
 
 @task(name="sleep-shard", cache_policy=NO_CACHE, retries=SHARD_RETRIES, retry_delay_seconds=2,

@@ -39,15 +39,13 @@ def warm_up_gate() -> None:
 @task(name="validate-and-publish", cache_policy=NO_CACHE)
 def validate_and_publish(config: RunConfig, summary: RunSummary) -> PublishOutcome:
     logger = get_run_logger()
-    test_order = tuple(b.name for b in config.test_budgets)
-    sleep_order = tuple(b.name for b in config.sleep_budgets)
     spool = Spool(config.spool_dir)
     outcome = publish(
         config.open_lake(),
         Warehouse(config.warehouse_path),
         summary,
         gate=lambda candidate: gate_delta(candidate, config, summary.run_id),
-        derive=lambda con: derive_policy(con, config.policy, summary.run_id, test_order, sleep_order),
+        derive=lambda con: derive_policy(con, config.policy_settings, summary.run_id),
         spool=spool.take,
     )
     if outcome.published:

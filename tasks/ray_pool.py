@@ -15,6 +15,7 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import ray
@@ -22,6 +23,7 @@ import ray._private.ray_constants as ray_constants
 
 from sleeptime.compute import BatchResult, SleepJob, TestJob, run_sleep_jobs, run_test_jobs
 from sleeptime.config import RunConfig
+from sleeptime.domain import CallCounters
 from sleeptime.model import ModelSpec, ResponseCache
 
 log = logging.getLogger(__name__)
@@ -87,16 +89,17 @@ class ModelWorker:
         self.loop = asyncio.new_event_loop()
         self.node_id = ray.get_runtime_context().get_node_id()
 
-    def _run(self, coro) -> tuple[BatchResult, dict[str, int], str]:
-        before = dict(self.gateway.stats)
+    def _run(self, coro) -> tuple[BatchResult, CallCounters, str]:
+        """The batch's result, the calls it made (the gateway counts over the actor's life) and
+        this actor's node."""
+        before = replace(self.gateway.counters)
         result = self.loop.run_until_complete(coro)
-        after = dict(self.gateway.stats)
-        return result, {k: after.get(k, 0) - before.get(k, 0) for k in after}, self.node_id
+        return result, self.gateway.counters - before, self.node_id
 
-    def sleep(self, model: str, jobs: Sequence[SleepJob]) -> tuple[BatchResult, dict[str, int], str]:
+    def sleep(self, model: str, jobs: Sequence[SleepJob]) -> tuple[BatchResult, CallCounters, str]:
         return self._run(run_sleep_jobs(self.gateway, model, jobs, self.concurrency))
 
-    def test(self, model: str, jobs: Sequence[TestJob]) -> tuple[BatchResult, dict[str, int], str]:
+    def test(self, model: str, jobs: Sequence[TestJob]) -> tuple[BatchResult, CallCounters, str]:
         return self._run(run_test_jobs(self.gateway, model, jobs, self.concurrency))
 
 

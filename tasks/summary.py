@@ -38,12 +38,10 @@ def summarize(run_id: str, started_at: datetime, config: RunConfig, ingested: In
     summary.workers = config.workers
     summary.seconds = seconds
     for outcome in sleep + test:
-        summary.add_usage(outcome.calls, outcome.usage, outcome.cost_usd)
+        summary.counters += outcome.counters
         summary.failures.extend(outcome.failures)
     summary.variants_written = sum(o.rows for o in sleep)
     summary.answers_written = sum(o.rows for o in test)
-    summary.retries = sum(o.retries for o in sleep + test)
-    summary.cache_hits = sum(o.cache_hits for o in sleep + test)
     if cluster is not None:
         # Which node ran each shard, in shard order: where a lost node's work went is auditable.
         summary.extra["ray"] = {**cluster, "shard_nodes": {"sleep": [o.node_id for o in sleep],

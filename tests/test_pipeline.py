@@ -1,10 +1,14 @@
 """The pipeline's SQL plan computes the same ids as the domain types."""
 
+import json
+from datetime import datetime, timezone
+
 import duckdb
 import pytest
 
-from sleeptime.domain import Variant
-from sleeptime.pipeline import VARIANT_ID_SQL
+from sleeptime.domain import CallCounters, Variant
+from sleeptime.pipeline import VARIANT_ID_SQL, RunSummary
+from sleeptime.storage.records import SCHEMAS
 
 
 @pytest.mark.parametrize("model, budget, sample, pv", [
@@ -119,3 +123,19 @@ def test_traffic_allocation_plans_only_the_cprime_each_context_pays_for(tmp_path
         assert len(pending_sleep_jobs(lake, full)) == 6
     finally:
         Lake.close_all()
+
+
+def test_run_counters_add_up_over_shards_and_fill_the_runs_row():
+    shards = [CallCounters(calls=3, prompt_tokens=30, completion_tokens=12, cost_usd=0.5, retries=1, cache_hits=2),
+              CallCounters(calls=1, prompt_tokens=5, completion_tokens=4, cost_usd=0.25, retryable_errors=2, failed_calls=1)]
+    total = sum(shards, CallCounters())
+    assert total == CallCounters(calls=4, prompt_tokens=35, completion_tokens=16, cost_usd=0.75, retries=1,
+                                 retryable_errors=2, cache_hits=2, failed_calls=1)
+    assert total - shards[0] == shards[1]  # a worker's shard: its gateway's counters after less before
+    summary = RunSummary(run_id="r1", corpus="c", started_at=datetime.now(timezone.utc), counters=total)
+    row = summary.record()
+    assert set(row) == set(SCHEMAS["runs"].names)
+    assert (row["model_calls"], row["prompt_tokens"], row["completion_tokens"], row["cost_usd"]) == (4, 35, 16, 0.75)
+    detail = json.loads(row["detail_json"])
+    assert (detail["retries"], detail["cache_hits"]) == (1, 2)
+    assert "model: 4 calls (1 retries, 2 answered from the cache), 35 prompt + 16 completion tokens, $0.7500" in summary.lines()

@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from typing import Any
 
 import litellm
 import tenacity
 from pydantic import BaseModel, ConfigDict, Field
 
-from sleeptime.domain import Usage
+from sleeptime.domain import CallCounters, Usage
 from sleeptime.model._cache import CachedReply, ResponseCache, request_key
 from sleeptime.model._ratelimit import RateLimiter
 from sleeptime.model._spec import ModelSpec
@@ -75,7 +74,7 @@ class ModelGateway:
             reference.register()
         self._semaphores: dict[tuple[int, str], asyncio.Semaphore] = {}
         self._limiters: dict[tuple[int, str], RateLimiter] = {}
-        self.stats: Counter[str] = Counter()
+        self.counters = CallCounters()  # every call since the gateway was made
 
     def spec(self, name: str) -> ModelSpec:
         try:
@@ -101,10 +100,10 @@ class ModelGateway:
             return min(retry_after, spec.backoff_max_s) if retry_after is not None else backoff(state)
 
         def count_error(state: tenacity.RetryCallState) -> None:
-            self.stats["retryable_errors"] += 1  # the last one too, when no retry is left
+            self.counters.retryable_errors += 1  # the last one too, when no retry is left
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
-            self.stats["retries"] += 1
+            self.counters.retries += 1
             log.warning("%s: %s, retry %d in %.2fs", name, type(state.outcome.exception()).__name__,  # type: ignore[union-attr]
                         state.attempt_number, state.upcoming_sleep)
 
@@ -148,7 +147,7 @@ class ModelGateway:
             cache_key = request_key(spec.model, spec.api_base, messages, kwargs)
             hit = self.cache.get(cache_key)
             if hit is not None:
-                self.stats["cache_hits"] += 1
+                self.counters.cache_hits += 1
                 # The row still carries what producing the reply cost; the run spent nothing on it.
                 return Completion(model=name, text=hit.text, usage=hit.usage, cost_usd=price(spec, hit.usage),
                                   latency_s=0.0, attempts=0, cached=True)
@@ -171,7 +170,7 @@ class ModelGateway:
                             model=spec.model, messages=messages, timeout=spec.timeout_s, num_retries=0, **kwargs
                         )
             except Exception as exc:  # non-retryable (bad request, auth, malformed reply), or out of retries
-                self.stats["failures"] += 1
+                self.counters.failed_calls += 1
                 raise ModelError(name, f"{type(exc).__name__}: {_short(exc)}", retrying.statistics["attempt_number"]) from exc
             latency = time.perf_counter() - started
         attempts = retrying.statistics["attempt_number"]
@@ -179,16 +178,16 @@ class ModelGateway:
         text = response.choices[0].message.content or ""
         raw_usage = getattr(response, "usage", None)
         if raw_usage is None:
-            self.stats["failures"] += 1
+            self.counters.failed_calls += 1
             raise ModelError(name, "provider returned no token usage", attempts)
         usage = Usage(prompt_tokens=int(raw_usage.prompt_tokens or 0), completion_tokens=int(raw_usage.completion_tokens or 0))
         if not limiter.unlimited:
             limiter.record(usage.prompt_tokens + usage.completion_tokens, reserved=estimate)
         cost = price(spec, usage)
-        self.stats["calls"] += 1
-        self.stats["prompt_tokens"] += usage.prompt_tokens
-        self.stats["completion_tokens"] += usage.completion_tokens
-        self.stats["cost_usd"] += cost  # type: ignore[assignment]  (a float beside the counts)
+        self.counters.calls += 1
+        self.counters.prompt_tokens += usage.prompt_tokens
+        self.counters.completion_tokens += usage.completion_tokens
+        self.counters.cost_usd += cost
         if cache_key is not None:
             self.cache.put(cache_key, CachedReply(text=text, usage=usage))  # type: ignore[union-attr]
         return Completion(model=name, text=text, usage=usage, cost_usd=cost, latency_s=latency, attempts=attempts)

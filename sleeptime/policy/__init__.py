@@ -6,11 +6,12 @@ sleep budget its expected traffic pays for.
 and ``Policy.select`` is the one selection API (the service only maps its choice to HTTP).
 """
 
-from sleeptime.policy._fit import PolicySettings, SleepCosts, fit_policy, required_accuracy
+from sleeptime.policy._fit import SleepCosts, fit_policy, required_accuracy
 from sleeptime.policy._heldout import HeldOutReport, frontier, held_out_check, split_queries
 from sleeptime.policy._policy import Choice, Policy, Selection, Unsatisfiable
 from sleeptime.policy._fit import ANY_KIND, CORPUS, RAW
 from sleeptime.policy._wilson import wilson_lower_bound
+from sleeptime.policy_settings import PolicySettings
 
 __all__ = [
     "ANY_KIND",

@@ -21,8 +21,8 @@ import functools
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,7 @@ from sleeptime.policy._estimate import Estimates, estimate, logit, sigmoid
 from sleeptime.policy._optimize import Plan, Problem, optimise, solve
 from sleeptime.policy._traffic import expected_queries, prior_queries
 from sleeptime.policy._wilson import wilson_lower_bound
+from sleeptime.policy_settings import PolicySettings
 
 RAW = "none"
 CORPUS = "*"
@@ -48,52 +49,6 @@ STATS_COLUMNS = (*KEY_COLUMNS, "n", "correct", "completion_tokens", "completion_
 LABELED_COLUMNS = ("context_id", "kind", "queries")
 # Expected queries at which the allocation of a context the fit never saw is tabulated.
 ALLOCATION_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
-
-
-@dataclass(frozen=True)
-class PolicySettings:
-    target_accuracy: float = 0.9
-    z: float = 1.96
-    test_token_weight: float = 10.0
-    expected_queries_per_context: float = 10.0  # per context when no traffic is on record
-    cost_metric: Literal["weighted_tokens", "usd"] = "weighted_tokens"
-    kind_floors: tuple[tuple[str, float], ...] = ()  # (kind, accuracy floor), sorted
-    traffic_prior_windows: float = 0.5
-    traffic_window_days: float = 7.0
-    refresh_interval_days: float = 7.0
-    test_budget_order: tuple[str, ...] = ()  # cheapest .. largest, optional
-    sleep_budget_order: tuple[str, ...] = ()  # "none" .. largest, optional
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.target_accuracy <= 1.0:
-            raise ValueError(f"target_accuracy must be in (0, 1], got {self.target_accuracy}")
-        if self.z < 0:
-            raise ValueError(f"z must be >= 0, got {self.z}")
-        if self.test_token_weight < 0:
-            raise ValueError(f"test_token_weight must be >= 0, got {self.test_token_weight}")
-        if self.expected_queries_per_context <= 0:
-            raise ValueError(f"expected_queries_per_context must be > 0, got {self.expected_queries_per_context}")
-        if self.cost_metric not in ("weighted_tokens", "usd"):
-            raise ValueError(f"cost_metric must be 'weighted_tokens' or 'usd', got {self.cost_metric!r}")
-        floors = tuple(sorted((str(k), float(v)) for k, v in dict(self.kind_floors).items()))
-        for kind, floor in floors:
-            if not 0.0 <= floor <= 1.0:
-                raise ValueError(f"kind_floors[{kind!r}] must be in [0, 1], got {floor}")
-        if self.traffic_prior_windows < 0 or self.traffic_window_days <= 0 or self.refresh_interval_days <= 0:
-            raise ValueError("traffic_prior_windows must be >= 0 and the traffic window and refresh interval > 0")
-        object.__setattr__(self, "kind_floors", floors)
-        object.__setattr__(self, "test_budget_order", tuple(self.test_budget_order))
-        object.__setattr__(self, "sleep_budget_order", tuple(self.sleep_budget_order))
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> PolicySettings:
-        fields = json.loads(text)
-        known = {k: v for k, v in fields.items() if k in cls.__dataclass_fields__}
-        known["kind_floors"] = tuple(tuple(pair) for pair in known.get("kind_floors", ()))
-        return cls(**known)
 
 
 def required_accuracy(target: float, n_effective: float, z: float) -> float:
@@ -455,7 +410,7 @@ def fit_result(
     )
     n_eff = _effective_n(g.counts, problem.weights)
     required = required_accuracy(settings.target_accuracy, n_eff, settings.z)
-    floors = {g.kinds.index(k): f for k, f in settings.kind_floors if k in g.kinds}
+    floors = {g.kinds.index(k): f for k, f in settings.kind_floors.items() if k in g.kinds}
     with np.errstate(invalid="ignore", over="ignore"):
         plan, met = optimise(problem, required, floors)
     return _FitResult(settings, df, costs, est, g, problem, plan, met, required, n_eff, traffic,
@@ -509,5 +464,5 @@ class _FitResult:
         return {k: float(v) for k, v in (sums["latency_s"] / sums["latency_n"] * 1000.0).items()}
 
 
-__all__ = ["PolicySettings", "SleepCosts", "fit_policy", "fit_policy_from_stats", "prepare_answers", "required_accuracy",
+__all__ = ["SleepCosts", "fit_policy", "fit_policy_from_stats", "prepare_answers", "required_accuracy",
            "summarise_answers"]

@@ -13,7 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from sleeptime.policy._fit import PolicySettings, SleepCosts, fit_policy, prepare_answers
+from sleeptime.policy._fit import SleepCosts, fit_policy, prepare_answers
+from sleeptime.policy_settings import PolicySettings
 
 
 def split_queries(
@@ -163,12 +164,11 @@ def frontier(
     Returns (per target: the policy's held-out accuracy and cost, the cheapest fixed pair and the
     cheapest test-time-only pair that reach the target on the held-out queries, and whether the
     policy reached it no dearer; every fixed pair's held-out accuracy and cost)."""
-    from dataclasses import replace
-
     rows = []
     fixed = pd.DataFrame()
     for target in targets:
-        report = held_out_check(answers, sleep, replace(settings, target_accuracy=target), holdout_fraction, seed)
+        at_target = settings.model_validate(settings.model_dump() | {"target_accuracy": target})
+        report = held_out_check(answers, sleep, at_target, holdout_fraction, seed)
         fixed = report.fixed
         reach = fixed[fixed["accuracy"] >= target - 1e-12]
         tto = reach[reach["sleep_budget"] == "none"]

@@ -25,15 +25,14 @@ import numpy as np
 import pandas as pd
 
 from sleeptime.policy._estimate import beta_lower
-from sleeptime.policy._fit import ALLOCATION_GRID, ANY_KIND, CORPUS, RAW, PolicySettings, _FitResult, _mix_choice, _mix_choices
+from sleeptime.policy._fit import ALLOCATION_GRID, ANY_KIND, CORPUS, RAW, _FitResult, _mix_choice, _mix_choices
 from sleeptime.policy._wilson import wilson_lower_bounds
+from sleeptime.policy_settings import PolicySettings
+from sleeptime.storage.records import SCHEMAS
 
-ROW_COLUMNS = (
-    "scope", "scope_value", "kind", "sleep_budget", "test_budget", "n", "correct", "accuracy", "wilson_lower",
-    "estimate", "estimate_lower", "mean_test_tokens", "mean_test_cost_usd", "sleep_tokens_per_context",
-    "sleep_cost_usd_per_context", "expected_queries", "cost_weighted", "cost_usd", "mean_latency_ms", "adequate",
-    "chosen", "detail_json",
-)
+# The policies table's columns (records.py) but the version and settings, which policy_rows puts
+# first, and the run id, which the publish adds.
+ROW_COLUMNS = tuple(c for c in SCHEMAS["policies"].names if c not in ("policy_version", "settings_json", "run_id"))
 FALLBACK_REASON = "no option's estimated lower bound reaches the target"
 
 

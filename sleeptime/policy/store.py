@@ -13,10 +13,10 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from sleeptime.config import PolicyConfig
-from sleeptime.policy._fit import KEY_COLUMNS, PolicySettings, fit_policy_from_stats, fit_result
+from sleeptime.policy._fit import KEY_COLUMNS, fit_result
 from sleeptime.policy._policy import Policy
 from sleeptime.policy._policy import policy_rows as fit_rows
+from sleeptime.policy_settings import PolicySettings
 from sleeptime.storage.lake import as_arrow
 
 # What the fit reads: the warehouse's per-context summaries of the graded first-sample answers
@@ -46,13 +46,6 @@ SELECT policy_version FROM policies WHERE scope = 'policy' ORDER BY run_id DESC,
 """
 
 
-def settings_from(config: PolicyConfig, test_budget_order: tuple[str, ...] = (),
-                  sleep_budget_order: tuple[str, ...] = ()) -> PolicySettings:
-    fields = config.model_dump(exclude={"holdout_fraction", "sleep_allocation"})
-    fields["kind_floors"] = tuple(sorted(fields["kind_floors"].items()))
-    return PolicySettings(**fields, test_budget_order=test_budget_order, sleep_budget_order=sleep_budget_order)
-
-
 def traffic_counts(con: duckdb.DuckDBPyConnection, window_days: float) -> dict[str, int]:
     """Queries per context in the last ``window_days`` of the query log (empty: no traffic).
 
@@ -61,7 +54,7 @@ def traffic_counts(con: duckdb.DuckDBPyConnection, window_days: float) -> dict[s
     return {str(c): int(n) for c, n in con.execute(_TRAFFIC, [float(window_days)]).fetchall()}
 
 
-def _fit_inputs(con: duckdb.DuckDBPyConnection, config: PolicyConfig) -> tuple | None:
+def _fit_inputs(con: duckdb.DuckDBPyConnection, settings: PolicySettings) -> tuple | None:
     cur = con.cursor()  # its own result set: the caller may have one open on ``con``
     try:
         stats = _categorical_frame(cur.sql(_FIT_STATS).to_arrow_table(), KEY_COLUMNS)
@@ -71,17 +64,7 @@ def _fit_inputs(con: duckdb.DuckDBPyConnection, config: PolicyConfig) -> tuple |
         sleep = cur.sql(_FIT_SLEEP).to_arrow_table().to_pandas()
     finally:
         cur.close()
-    return stats, labeled, sleep, traffic_counts(con, config.traffic_window_days)
-
-
-def fit_from_snapshot(con: duckdb.DuckDBPyConnection, config: PolicyConfig, test_budget_order: tuple[str, ...] = (),
-                      sleep_budget_order: tuple[str, ...] = ()) -> Policy | None:
-    """The policy for the data in ``con``; None when nothing is labeled yet."""
-    inputs = _fit_inputs(con, config)
-    if inputs is None:
-        return None
-    stats, labeled, sleep, traffic = inputs
-    return fit_policy_from_stats(stats, labeled, sleep, settings_from(config, test_budget_order, sleep_budget_order), traffic)
+    return stats, labeled, sleep, traffic_counts(con, settings.traffic_window_days)
 
 
 def _categorical_frame(table: pa.Table, columns: tuple[str, ...]) -> pd.DataFrame:
@@ -102,16 +85,16 @@ def _stored(rows: pd.DataFrame, run_id: str) -> pa.Table:
     return as_arrow("policies", pa.Table.from_pandas(rows.assign(run_id=run_id), preserve_index=False))
 
 
-def derive_policy(con: duckdb.DuckDBPyConnection, config: PolicyConfig, run_id: str,
-                  test_budget_order: tuple[str, ...] = (), sleep_budget_order: tuple[str, ...] = ()) -> dict[str, pa.Table]:
-    """Rows to add to a candidate warehouse (open on ``con``): a new policy version, or nothing
-    if it is unchanged. (The rows straight from the fit: ``Policy.build`` would also load them
-    back into a Policy, which the publish does not need.)"""
-    inputs = _fit_inputs(con, config)
+def derive_policy(con: duckdb.DuckDBPyConnection, settings: PolicySettings, run_id: str) -> dict[str, pa.Table]:
+    """Rows to add to a candidate warehouse (open on ``con``): the policy fitted with ``settings``
+    (``RunConfig.policy_settings``) as a new version, or nothing if it is unchanged. (The rows
+    straight from the fit: ``Policy.build`` would also load them back into a Policy, which the
+    publish does not need.)"""
+    inputs = _fit_inputs(con, settings)
     if inputs is None:
         return {}
     stats, labeled, sleep, traffic = inputs
-    fit = fit_result(stats, labeled, sleep, settings_from(config, test_budget_order, sleep_budget_order), traffic)
+    fit = fit_result(stats, labeled, sleep, settings, traffic)
     known = con.execute("SELECT count(*) FROM policies WHERE policy_version = ?", [fit.version]).fetchone()[0]
     if known:
         return {}

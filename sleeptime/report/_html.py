@@ -25,7 +25,7 @@ from sleeptime.analysis.headline import headline_numbers  # noqa: E402
 from sleeptime.config import RunConfig  # noqa: E402
 from sleeptime.htmltable import html_table, render  # noqa: E402
 from sleeptime.policy import HeldOutReport, frontier, held_out_check  # noqa: E402
-from sleeptime.policy.store import load_published_policy, settings_from  # noqa: E402
+from sleeptime.policy.store import load_published_policy  # noqa: E402
 from sleeptime.service.report_section import query_log_numbers, query_log_section  # noqa: E402
 from sleeptime.storage.warehouse import Warehouse  # noqa: E402
 
@@ -212,8 +212,7 @@ def build_report(con: duckdb.DuckDBPyConnection, config: RunConfig, frames: Anal
     sleep_order = order_sleep_budgets(frames.answers, frames.sleep)
     test_order = order_test_budgets(frames.answers)
     sleep_tokens = {row["sleep_budget"]: row["mean_sleep_tokens_per_context"] for row in head["curve"]}
-    settings = settings_from(config.policy, tuple(b.name for b in config.test_budgets),
-                             tuple(b.name for b in config.sleep_budgets))
+    settings = config.policy_settings
     heldout = held_out_check(frames.answers, frames.sleep, settings, config.policy.holdout_fraction)
     targets = tuple(sorted({0.5, 0.7, 0.8, 0.9, 0.95, 0.99, config.policy.target_accuracy}))
     sweep, sweep_fixed = frontier(frames.answers, frames.sleep, settings, targets, config.policy.holdout_fraction)

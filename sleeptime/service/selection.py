@@ -61,7 +61,7 @@ class Selection:
 def _no_policy(snapshot: ServingSnapshot, kind: str | None, target: float) -> Selection:
     if not snapshot.test_budgets:
         raise Unsatisfiable("context_id", "no test budget is configured for the raw context")
-    budget = list(snapshot.test_budgets.values())[-1]  # configured order: cheapest .. largest
+    budget = list(snapshot.test_budgets.values())[-1]  # the largest (RunConfig.test_budget_order)
     option = Choice(sleep_budget=RAW, test_budget=budget.name, scope="corpus", scope_value=CORPUS, kind=kind or "*",
                     n=0, estimate=None, estimate_lower=None, cost_weighted=None, cost_usd=None, latency_ms=None,
                     fallback=True, reason=NO_POLICY_REASON)

@@ -60,7 +60,7 @@ class ServingSnapshot:
     contexts: dict[str, ContextEntry]
     by_tenant: dict[str, tuple[str, ...]]
     policy: Policy | None
-    test_budgets: dict[str, TestBudget]  # configured, cheapest .. largest
+    test_budgets: dict[str, TestBudget]  # as configured: RunConfig.test_budget_order, cheapest .. largest
     target_accuracy: float  # the published policy's (the configured one until a policy is published)
     policy_seconds: float = 0.0  # of load_seconds, reading the policy rows and building the policy
 

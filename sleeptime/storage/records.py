@@ -215,6 +215,20 @@ def context_record(c: Context, run_id: str = "", deleted: bool = False, row_hash
     }
 
 
+def tombstone_record(context_id: str, content_hash: str, run_id: str) -> dict[str, Any]:
+    """The row that records a context leaving the corpus (its last version, deleted)."""
+    return {
+        "context_id": context_id,
+        "content_hash": content_hash,
+        "source": "",
+        "text": "",
+        "metadata_json": "{}",
+        "deleted": True,
+        "run_id": run_id,
+        "row_hash": None,
+    }
+
+
 def query_record(q: Query, context_hash: str, run_id: str = "") -> dict[str, Any]:
     return {
         "query_id": q.id,

@@ -84,7 +84,7 @@ def test_sigkill_during_publish_leaves_the_old_snapshot_and_the_rerun_completes_
         assert _staged_rows(crashed) == (0 if committed else 4), "uncommitted work waits in staging"
 
     resumed = crashed.run()
-    assert resumed.status == "published" and resumed.model_calls == 0  # nothing recomputed
+    assert resumed.status == "published" and resumed.counters.calls == 0  # nothing recomputed
     assert _published_state(crashed)[1:] == (6, 12)
     if point == _failpoints.PUBLISH_BEFORE_SWAP:
         assert resumed.extra["recovered"]["warehouse_rows_caught_up"] > 0

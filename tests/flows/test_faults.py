@@ -50,8 +50,8 @@ def test_a_sweep_with_30_percent_failures_completes_and_a_rerun_retries_only_the
     # Every attempt is accounted for: successful calls, retried attempts and final failed attempts.
     # (An attempt made on a pooled connection the server had just closed fails before the server
     # sees it, so the server may count a few fewer.)
-    assert first.retries > 0 and first.failures, "expected both retried and failed-for-good items"
-    attempts = first.model_calls + first.retries + len(first.failures)
+    assert first.counters.retries > 0 and first.failures, "expected both retried and failed-for-good items"
+    attempts = first.counters.calls + first.counters.retries + len(first.failures)
     assert attempts - 0.03 * attempts <= stats["requests"] <= attempts
     assert first.items_attempted == first.variants_written + first.answers_written + len(first.failures)
     assert all(f.reason.startswith("flaky: ") and "after 3 attempts" in f.reason for f in first.failures)

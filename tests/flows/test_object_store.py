@@ -37,7 +37,7 @@ def test_a_lake_on_object_storage_publishes_the_rows_a_local_lake_does(pipeline,
                               "s3": {"endpoint": endpoint, "url_style": "path", "use_ssl": False}},
                         report_uri="s3://corpus-lake/reports/latest/")
     first = remote.run()
-    assert first.status == "published" and first.model_calls > 0
+    assert first.status == "published" and first.counters.calls > 0
     assert _keys(remote) == _keys(pipeline)
     keys = _objects(client)
     assert any(k.startswith("sleeptime/main/answers/") and k.endswith(".parquet") for k in keys), keys[:10]
@@ -47,7 +47,7 @@ def test_a_lake_on_object_storage_publishes_the_rows_a_local_lake_does(pipeline,
 
     # A second run on the same bucket: nothing changed, nothing to compute, the snapshot reads back.
     second = remote.run()
-    assert second.model_calls == 0 and _keys(remote) == _keys(pipeline)
+    assert second.counters.calls == 0 and _keys(remote) == _keys(pipeline)
 
 
 def test_missing_credentials_for_an_object_store_lake_are_a_clear_error(pipeline, monkeypatch):

@@ -13,7 +13,7 @@ def test_first_run_publishes_and_an_unchanged_rerun_is_free(pipeline):
     first = pipeline.run()
     assert first.status == "published"
     assert first.diff.counts() == {"new": 4, "changed": 0, "unchanged": 0, "removed": 0}
-    assert first.variants_written == 4 * 2 and first.model_calls > 0
+    assert first.variants_written == 4 * 2 and first.counters.calls > 0
     n_queries = sum(len(r.queries) for r in pipeline.rows())
     assert first.answers_written == n_queries * 3 * 2  # (raw + 2 variants) x 2 test budgets
     assert pipeline.count("SELECT count(*) FROM variants") == 8
@@ -26,7 +26,7 @@ def test_first_run_publishes_and_an_unchanged_rerun_is_free(pipeline):
     assert before["policies"] > 0
 
     second = pipeline.run()
-    assert second.model_calls == 0 and second.variants_written == 0 and second.answers_written == 0
+    assert second.counters.calls == 0 and second.variants_written == 0 and second.answers_written == 0
     assert second.diff.counts() == {"new": 0, "changed": 0, "unchanged": 4, "removed": 0}
     after = pipeline.lake_counts()
     assert {k: v for k, v in after.items() if k != "runs"} == {k: v for k, v in before.items() if k != "runs"}
@@ -50,7 +50,7 @@ def test_changing_one_context_recomputes_only_that_context(pipeline):
     assert summary.diff.changed == [target.id] and not summary.diff.new
     assert summary.variants_written == 2
     assert summary.answers_written == len(changed.queries) * 3 * 2
-    assert summary.model_calls == summary.variants_written + summary.answers_written
+    assert summary.counters.calls == summary.variants_written + summary.answers_written
     superseded = pipeline.count("SELECT count(*) FROM v_variant_catalog WHERE superseded")
     assert superseded == 2
     assert pipeline.count("SELECT count(*) FROM variants_current") == 8
@@ -62,7 +62,7 @@ def test_removed_contexts_leave_the_current_view_but_stay_in_history(pipeline):
     rows = pipeline.rows()
     pipeline.replace_rows(rows[:-1])
     summary = pipeline.run()
-    assert summary.diff.removed == [rows[-1].context.id] and summary.model_calls == 0
+    assert summary.diff.removed == [rows[-1].context.id] and summary.counters.calls == 0
     assert pipeline.count("SELECT count(*) FROM contexts_current") == 3
     assert pipeline.count("SELECT count(*) FROM v_variant_catalog WHERE superseded") == 2
 

@@ -74,5 +74,5 @@ def test_smollm2_answers_from_raw_and_enriched_contexts_with_real_usage(pipeline
     for budget, qid, prompt, *_ in rows:
         by_query.setdefault(qid, {})[budget] = prompt
     assert all(p["small"] > p["none"] for p in by_query.values())
-    assert summary.model_calls == 6 + 1  # 6 answers by SmolLM2, 1 variant by the reference reasoner
+    assert summary.counters.calls == 6 + 1  # 6 answers by SmolLM2, 1 variant by the reference reasoner
 

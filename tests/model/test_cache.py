@@ -25,7 +25,7 @@ def test_identical_request_is_answered_from_disk(mock_llm, tmp_path):
     assert len(mock_llm.calls) == 1
     assert again.cached and not first.cached
     assert again.text == first.text == "4" and again.usage == first.usage and again.cost_usd == first.cost_usd
-    assert gw.stats["cache_hits"] == 1 and gw.stats["calls"] == 0 and gw.stats.get("cost_usd", 0) == 0
+    assert gw.counters.cache_hits == 1 and gw.counters.calls == 0 and gw.counters.cost_usd == 0
 
 
 @pytest.mark.parametrize("change", [{"seed": 1}, {"max_tokens": 11}])
@@ -33,7 +33,7 @@ def test_any_parameter_change_is_a_miss(mock_llm, tmp_path, change):
     gw = ModelGateway({"m": MOCK}, cache=ResponseCache(tmp_path / "c.sqlite"))
     _ask(gw, seed=0)
     _ask(gw, **{"seed": 0, **change})
-    assert len(mock_llm.calls) == 2 and gw.stats["cache_hits"] == 0
+    assert len(mock_llm.calls) == 2 and gw.counters.cache_hits == 0
 
 
 def test_key_covers_model_endpoint_messages_params_but_not_secrets():
@@ -51,7 +51,7 @@ def test_failures_are_not_cached(mock_llm, tmp_path):
     gw = ModelGateway({"m": MOCK}, cache=ResponseCache(tmp_path / "c.sqlite"))
     with pytest.raises(ModelError):
         _ask(gw)
-    assert _ask(gw).text == "ok" and gw.stats["cache_hits"] == 0
+    assert _ask(gw).text == "ok" and gw.counters.cache_hits == 0
 
 
 def test_excluded_models_and_no_cache_always_call(mock_llm, tmp_path):

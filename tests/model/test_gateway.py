@@ -4,7 +4,7 @@ import httpx
 import litellm
 import pytest
 
-from sleeptime.domain import Usage
+from sleeptime.domain import CallCounters, Usage
 from sleeptime.model import REFERENCE_MODEL, ModelError, ModelGateway, ModelSpec, price
 
 MOCK = ModelSpec(model="mock/m", input_cost_per_million=1.0, output_cost_per_million=2.0, backoff_base_s=0.001, max_retries=2)
@@ -26,6 +26,8 @@ def test_reply_usage_cost_latency_come_back(mock_llm):
     assert out.latency_s >= 0
     assert mock_llm.calls[0]["params"]["max_tokens"] == 10
     assert mock_llm.calls[0]["params"]["seed"] == 3
+    assert gw.counters == CallCounters(calls=1, prompt_tokens=out.usage.prompt_tokens,
+                                       completion_tokens=out.usage.completion_tokens, cost_usd=out.cost_usd)
 
 
 def test_retryable_errors_are_retried_then_succeed(mock_llm):
@@ -33,7 +35,7 @@ def test_retryable_errors_are_retried_then_succeed(mock_llm):
     gw = ModelGateway({"m": MOCK})
     out = asyncio.run(gw.complete("m", [{"role": "user", "content": "hi"}], max_tokens=5))
     assert out.text == "ok" and out.attempts == 3
-    assert gw.stats["retries"] == 2
+    assert gw.counters.retries == 2
 
 
 def test_retries_are_bounded(mock_llm):
@@ -43,7 +45,7 @@ def test_retries_are_bounded(mock_llm):
         asyncio.run(gw.complete("m", [{"role": "user", "content": "hi"}], max_tokens=5))
     assert err.value.attempts == 3 and "RateLimitError" in err.value.reason
     assert str(err.value).endswith("(after 3 attempts)")
-    assert gw.stats["failures"] == 1 and gw.stats["retryable_errors"] == 3 and gw.stats["retries"] == 2
+    assert gw.counters.failed_calls == 1 and gw.counters.retryable_errors == 3 and gw.counters.retries == 2
     assert len(mock_llm.calls) == 3  # max_retries=2: the two scripted errors left were never asked for
 
 
@@ -53,7 +55,7 @@ def test_non_retryable_error_fails_at_once(mock_llm):
     with pytest.raises(ModelError) as err:
         asyncio.run(gw.complete("m", [{"role": "user", "content": "hi"}], max_tokens=5))
     assert err.value.attempts == 1 and str(err.value).endswith("(after 1 attempt)")
-    assert gw.stats["retries"] == 0 and gw.stats["retryable_errors"] == 0 and gw.stats["failures"] == 1
+    assert gw.counters.retries == 0 and gw.counters.retryable_errors == 0 and gw.counters.failed_calls == 1
 
 
 def test_backoff_grows_from_base_and_retry_after_is_capped(mock_llm, caplog):
@@ -65,7 +67,7 @@ def test_backoff_grows_from_base_and_retry_after_is_capped(mock_llm, caplog):
     gw = ModelGateway({"m": spec})
     with caplog.at_level("WARNING", logger="sleeptime.model._gateway"):
         out = asyncio.run(gw.complete("m", [{"role": "user", "content": "hi"}], max_tokens=5))
-    assert out.text == "ok" and out.attempts == 4 and gw.stats["retries"] == 3
+    assert out.text == "ok" and out.attempts == 4 and gw.counters.retries == 3
     delays = [r.args[-1] for r in caplog.records if r.name == "sleeptime.model._gateway"]
     assert delays[0] == 0.2
     assert 0 <= delays[1] <= 0.02 and 0 <= delays[2] <= 0.04

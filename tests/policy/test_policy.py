@@ -101,7 +101,7 @@ def test_kind_floors_hold_even_when_the_mix_does_not_need_them():
     free = fit_policy(answers, uniform_sleep(contexts, {}), PolicySettings(target_accuracy=0.8, z=0.0))
     assert free.summary["kind_accuracy"]["a"] < 0.8
     floored = fit_policy(answers, uniform_sleep(contexts, {}),
-                         PolicySettings(target_accuracy=0.8, z=0.0, kind_floors=(("a", 0.9),)))
+                         PolicySettings(target_accuracy=0.8, z=0.0, kind_floors={"a": 0.9}))
     assert floored.summary["kind_accuracy"]["a"] >= 0.9
     assert floored.choose("c3", "a").test_budget == "dear"
     assert floored.summary["expected_cost"] > free.summary["expected_cost"]
@@ -180,7 +180,7 @@ def test_allocation_follows_a_hand_built_traffic_table():
     assert policy.choose("c9", "k").option == ("none", "cheap")
     assert policy.summary["expected_accuracy"] >= 0.9
     floored = fit_policy(answers, sleep, PolicySettings(target_accuracy=0.9, z=0.0, traffic_prior_windows=0.05,
-                                                        kind_floors=(("k", 0.99),)), traffic=traffic)
+                                                        kind_floors={"k": 0.99}), traffic=traffic)
     assert floored.choose("c9", "k").option == ("none", "dear")
     alloc = policy.summary["allocation"]
     assert alloc["sleep_calls"] < alloc["sleep_calls_full_grid"] == 20
@@ -331,6 +331,39 @@ def test_version_is_the_same_whichever_engine_summed_the_answers():
     assert fit_policy_from_stats(stats, labeled, sleep).version == fit_policy(answers, sleep).version
 
 
+# settings_json as published policies hold it (written by the release before PolicySettings was
+# built on the configuration's fields): it must still load, and write back to the same text, which
+# the policy version hashes.
+PUBLISHED_SETTINGS_JSON = (
+    '{"cost_metric": "usd", "expected_queries_per_context": 10.0, "kind_floors": [["arith", 0.5], '
+    '["counterfactual", 0.7]], "refresh_interval_days": 7.0, "sleep_budget_order": ["none", "small", "large"], '
+    '"target_accuracy": 0.8, "test_budget_order": ["t0-direct", "t2-steps"], "test_token_weight": 10.0, '
+    '"traffic_prior_windows": 0.5, "traffic_window_days": 3.0, "z": 1.96}'
+)
+DEFAULT_SETTINGS_JSON = (
+    '{"cost_metric": "weighted_tokens", "expected_queries_per_context": 10.0, "kind_floors": [], '
+    '"refresh_interval_days": 7.0, "sleep_budget_order": [], "target_accuracy": 0.9, "test_budget_order": [], '
+    '"test_token_weight": 10.0, "traffic_prior_windows": 0.5, "traffic_window_days": 7.0, "z": 1.96}'
+)
+
+
+def test_published_settings_json_loads_and_writes_back_unchanged():
+    settings = PolicySettings.from_json(PUBLISHED_SETTINGS_JSON)
+    assert settings == PolicySettings(
+        target_accuracy=0.8, cost_metric="usd", traffic_window_days=3.0,
+        kind_floors={"counterfactual": 0.7, "arith": 0.5},
+        test_budget_order=("t0-direct", "t2-steps"), sleep_budget_order=("none", "small", "large"),
+    )
+    assert settings.to_json() == PUBLISHED_SETTINGS_JSON
+    assert PolicySettings().to_json() == DEFAULT_SETTINGS_JSON
+    # A key from another release is ignored; a key it lacks takes its default.
+    older = json.loads(PUBLISHED_SETTINGS_JSON)
+    del older["refresh_interval_days"]
+    assert PolicySettings.from_json(json.dumps({**older, "retired_knob": 1})) == settings
+    with pytest.raises(ValueError, match="target_accuracy"):
+        PolicySettings.from_json(PUBLISHED_SETTINGS_JSON.replace('"target_accuracy": 0.8', '"target_accuracy": 1.5'))
+
+
 def test_bad_input_is_named():
     answers = answers_frame([("q", "c", "k", "big", "t", True, 1, 0.0)])
     with pytest.raises(ValueError, match="sleep budget 'big'"):
@@ -340,6 +373,6 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="no labeled answers"):
         fit_policy(answers.assign(correct=None), uniform_sleep([], {}))
     with pytest.raises(ValueError, match="kind_floors"):
-        PolicySettings(kind_floors=(("a", 1.5),))
+        PolicySettings(kind_floors={"a": 1.5})
     with pytest.raises(ValueError, match="cost_metric"):
         PolicySettings(cost_metric="euros")

@@ -42,7 +42,7 @@ def published(tmp_path_factory):
     lake.write("variants", [variant_record(v, run_id) for v in result.variants], run_id=run_id)
     lake.write("answers", [answer_record(a, run_id) for a in result.answers], run_id=run_id)
     summary = RunSummary(run_id=run_id, corpus="test", started_at=datetime.now(timezone.utc), status="published")
-    summary.model_calls = len(result.variants) + len(result.answers)
+    summary.counters.calls = len(result.variants) + len(result.answers)
     lake.write("runs", [summary.record()], run_id=run_id)
     warehouse = Warehouse(config.warehouse_path)
     warehouse.sync(lake)

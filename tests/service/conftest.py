@@ -20,6 +20,7 @@ from sleeptime.dataset import write_demo_corpus
 from sleeptime.domain import Context, SleepBudget, TestBudget
 from sleeptime.job import JobResult, run_local
 from sleeptime.pipeline import RunSummary
+from sleeptime.policy import PolicySettings
 from sleeptime.policy.store import derive_policy
 from sleeptime.service.keys import KeyStore
 from sleeptime.storage import Lake, answer_record, context_record, query_record, variant_record
@@ -69,18 +70,17 @@ def write_rows(lake: Lake, served: Served, context_ids: set[str], run_id: str) -
 
 
 POLICY = PolicyConfig(target_accuracy=0.75)
-SLEEP_ORDER = ("none", "small", "large")
-TEST_ORDER = ("t0-direct", "t2-steps")
 
 
-def publish(warehouse: Warehouse, lake: Lake, policy: PolicyConfig = POLICY) -> Path:
+def publish(warehouse: Warehouse, lake: Lake, settings: PolicySettings) -> Path:
     """What a run's publish does for the service: the lake's rows into the warehouse, then the
-    policy fitted on them stored beside them (the service loads it, never fits one)."""
+    policy fitted on them with ``settings`` (the run's ``RunConfig.policy_settings``) stored beside
+    them (the service loads it, never fits one)."""
     scratch = Warehouse(warehouse.path.parent / ".policy-scratch" / "w.duckdb")  # one publish: one new file
     scratch.rebuild(lake)
     with scratch.read() as con:
         run_id = con.execute("SELECT max(run_id) FROM runs").fetchone()[0]
-        derived = derive_policy(con, policy, run_id, TEST_ORDER, SLEEP_ORDER)
+        derived = derive_policy(con, settings, run_id)
     shutil.rmtree(scratch.path.parent)
     if derived:
         lake.write("policies", derived["policies"], run_id=run_id)
@@ -115,7 +115,7 @@ def served(tmp_path_factory) -> Served:
     s = Served(root, config, config_path, result, tenant_of, ids[EXTRA], keys, secrets)
     lake = Lake(config.lake_dir)
     write_rows(lake, s, set(ids) - {s.extra_id}, "r20260101T000000000000")
-    publish(s.warehouse, lake)
+    publish(s.warehouse, lake, config.policy_settings)
     return s
 
 
@@ -136,7 +136,7 @@ def copy_output(served: Served, dest: Path) -> RunConfig:
     """A private copy of the lake (and a fresh warehouse from it) for tests that publish."""
     shutil.copytree(served.config.lake_dir, dest / "lake")
     config = served.config.model_copy(update={"output_dir": dest})
-    publish(Warehouse(config.warehouse_path), Lake(config.lake_dir))
+    publish(Warehouse(config.warehouse_path), Lake(config.lake_dir), config.policy_settings)
     return config
 
 
@@ -172,7 +172,6 @@ class Helpers:
     write_rows = staticmethod(write_rows)
     publish = staticmethod(publish)
     serving = staticmethod(serving)
-    policy, sleep_order, test_order = POLICY, SLEEP_ORDER, TEST_ORDER
 
 
 @pytest.fixture(scope="session")

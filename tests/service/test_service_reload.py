@@ -46,12 +46,12 @@ def test_publish_under_load_swaps_snapshots_without_errors(served, helpers, tmp_
         try:
             time.sleep(0.3)
             helpers.write_rows(lake, served, {served.extra_id}, "r20260102T000000000000")
-            helpers.publish(warehouse, lake)
+            helpers.publish(warehouse, lake, config.policy_settings)
             second = helpers.wait_ready(client, snapshot=first["snapshot"])
             time.sleep(0.3)  # keep firing on the new snapshot
             # A second publish while still under load (a run that only adds its own row).
             lake.write("runs", [{"run_id": "r20260103T000000000000", "status": "published", "detail_json": "{}"}])
-            helpers.publish(warehouse, lake)
+            helpers.publish(warehouse, lake, config.policy_settings)
             third = helpers.wait_ready(client, snapshot=second["snapshot"])
             time.sleep(0.2)
         finally:

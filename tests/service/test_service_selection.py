@@ -77,11 +77,10 @@ def test_a_reload_reads_the_policy_rows_and_no_answers(served, snapshot):
     assert seen and all("answers" not in sql and "policies" in sql for sql in seen)
 
 
-def test_the_published_policy_is_the_fit_of_the_answers_themselves(served, snapshot, helpers):
+def test_the_published_policy_is_the_fit_of_the_answers_themselves(served, snapshot):
     """The publish fits from the warehouse's per-context summaries; fitting the graded answer rows
     directly gives the same policy, version included (the version hashes the fit's inputs)."""
     from sleeptime.policy._fit import fit_policy
-    from sleeptime.policy.store import settings_from
 
     with served.warehouse.read() as con:
         answers = con.execute(
@@ -91,7 +90,7 @@ def test_the_published_policy_is_the_fit_of_the_answers_themselves(served, snaps
             "WHERE a.correct IS NOT NULL AND a.sample_index = 0").df()
         sleep = con.execute("SELECT context_id, sleep_budget, sum(completion_tokens) AS sleep_tokens, "
                             "sum(cost_usd) AS sleep_cost_usd FROM variants_current GROUP BY ALL").df()
-    direct = fit_policy(answers, sleep, settings_from(helpers.policy, helpers.test_order, helpers.sleep_order))
+    direct = fit_policy(answers, sleep, served.config.policy_settings)
     assert direct.version == snapshot.policy_version
 
 
@@ -195,8 +194,7 @@ def test_a_publish_that_brings_traffic_refits_the_policy_with_it(served, helpers
     summary = RunSummary(run_id="r20260105T000000000000", corpus="test", started_at=datetime.now(timezone.utc))
     outcome = publish(
         lake, warehouse, summary, gate=lambda candidate: (True, "ok"),
-        derive=lambda con: derive_policy(con, PolicyConfig(target_accuracy=0.75), summary.run_id,
-                                         ("t0-direct", "t2-steps"), ("none", "small", "large")),
+        derive=lambda con: derive_policy(con, config.policy_settings, summary.run_id),
         spool=lambda: ({"query_log": pa.Table.from_pylist(log, schema=QUERY_LOG_SCHEMA)}, lambda: None),
     )
     assert outcome.published

@@ -4,6 +4,7 @@ import duckdb
 import pytest
 
 from sleeptime.storage import Lake
+from sleeptime.storage.lake import sql_type
 from sleeptime.storage.records import SCHEMAS
 from sleeptime.storage.warehouse import Warehouse, apply_migrations, migrations
 
@@ -54,6 +55,20 @@ def test_migrations_are_versioned_and_applied_once():
     tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     assert {"runs", "contexts", "queries", "variants", "answers", "quarantine", "failures", "v_accuracy_by_budget",
             "v_cost_per_query", "v_variant_catalog", "contexts_current", "build_info"} <= tables
+
+
+def test_migrated_tables_have_exactly_the_columns_and_types_of_the_record_schemas():
+    """The warehouse's SQL migrations (history, never rewritten) and records.py (the lake's DDL and
+    every Arrow table) describe the same tables: a column added to a schema needs a migration."""
+    def described(con, table: str) -> dict[str, str]:
+        return {name: column_type for name, column_type, *_ in con.execute(f"DESCRIBE {table}").fetchall()}
+
+    warehouse = duckdb.connect()
+    apply_migrations(warehouse)
+    from_schemas = duckdb.connect()  # the tables as the lake creates them from SCHEMAS
+    for table, schema in SCHEMAS.items():
+        from_schemas.execute(f"CREATE TABLE {table} ({', '.join(f'{f.name} {sql_type(f.type)}' for f in schema)})")
+        assert described(warehouse, table) == described(from_schemas, table), table
 
 
 def test_incremental_updates_equal_a_rebuild_and_mark_superseded(tmp_path, lake):
