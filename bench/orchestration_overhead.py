@@ -40,7 +40,7 @@ import _measure  # noqa: E402
 import pipeline_workers as pw  # noqa: E402  (the process-tree sampler, stage parser, machine facts)
 
 from sleeptime.dataset import generate_corpus, write_project_jsonl  # noqa: E402
-from sleeptime.prompts import sleep_messages, test_messages  # noqa: E402
+from sleeptime.prompts import sleep_messages, answer_messages  # noqa: E402
 from sleeptime.testing.fake_openai import FaultConfig, spawn_server  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "orchestration_overhead.md"
@@ -74,7 +74,7 @@ async def _sweep(call, rows, c: int) -> dict:
     t0 = time.perf_counter()
     notes = await asyncio.gather(*(bounded(sleep_messages(r.context.text), SLEEP["max_tokens"]) for r in rows))
     jobs = [
-        (test_messages(r.context.text, q.text, b["verbosity"], notes=note), b["max_tokens"])
+        (answer_messages(r.context.text, q.text, b["verbosity"], notes=note), b["max_tokens"])
         for r, note in zip(rows, notes) for q in r.queries for note in (None, note) for b in TESTS
     ]
     t1, cpu1 = time.perf_counter(), time.process_time()

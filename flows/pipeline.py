@@ -18,7 +18,7 @@ from sleeptime.pipeline import RunSummary, new_run_id
 from sleeptime.storage.lock import OutputLock
 from tasks.corpus import ingest
 from tasks.local_models import LocalModels
-from tasks.model_work import advance_when_done, sleep_shard, test_shard
+from tasks.model_work import advance_when_done, sleep_shard, answer_shard
 from tasks.plan import plan_sleep, plan_test
 from tasks.publish import record_failed, recover_output, validate_and_publish, validate_full_task, warm_up_gate
 from tasks.ray_pool import RayPool
@@ -63,7 +63,7 @@ def _locked(config, run_id: str, started: datetime, t0: float, do_sleep: bool, d
             warm_up_gate()
             local.ensure(config.test_model)
             pool.ensure_started()
-            futures = [test_shard.submit(i, s, config, run_id, pool) for i, s in enumerate(test_shards)]
+            futures = [answer_shard.submit(i, s, config, run_id, pool) for i, s in enumerate(test_shards)]
             test_outcomes = advance_when_done(futures, "test time", [len(s) for s in test_shards])
     summary = summarize(run_id, started, config, ingested, sleep_outcomes, test_outcomes, time.perf_counter() - t0,
                         pool.cluster)

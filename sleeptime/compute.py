@@ -14,9 +14,9 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from sleeptime.domain import Answer, Context, ContextWithQueries, Query, SleepBudget, TestBudget, Variant
+from sleeptime.domain import Answer, Context, ContextWithQueries, Query, SleepBudget, AnswerBudget, Variant
 from sleeptime.model import ModelError, ModelGateway
-from sleeptime.prompts import PROMPT_VERSION, clip_memory, extract_answer, score, sleep_messages, test_messages
+from sleeptime.prompts import PROMPT_VERSION, clip_memory, extract_answer, score, sleep_messages, answer_messages
 
 T = TypeVar("T")
 Progress = Callable[[int], None]
@@ -63,7 +63,7 @@ async def answer_query(
     model: str,
     context: Context,
     query: Query,
-    budget: TestBudget,
+    budget: AnswerBudget,
     variant: Variant | None = None,
     sample_index: int = 0,
 ) -> Answer:
@@ -71,7 +71,7 @@ async def answer_query(
 
     ``sample_index`` > 0 draws another independent sample (the seed), for pass@k baselines.
     """
-    messages = test_messages(context.text, query.text, budget.verbosity, notes=variant.text if variant else None)
+    messages = answer_messages(context.text, query.text, budget.verbosity, notes=variant.text if variant else None)
     max_tokens, effort, thinking = gateway.spec(model).call_params(budget)
     completion = await gateway.complete(
         model, messages, max_tokens=max_tokens, seed=sample_index, reasoning_effort=effort, thinking_tokens=thinking
@@ -110,12 +110,11 @@ class SleepJob:
 
 
 @dataclass
-class TestJob:
-    __test__ = False
+class AnswerJob:
 
     context: Context
     query: Query
-    budget: TestBudget
+    budget: AnswerBudget
     variant: Variant | None
     sample_index: int = 0
 
@@ -133,9 +132,9 @@ def sleep_jobs(contexts: Iterable[Context], budgets: Sequence[SleepBudget]) -> l
     ]
 
 
-def test_jobs(
-    rows: Iterable[ContextWithQueries], variants: Iterable[Variant], budgets: Sequence[TestBudget], pass_at_k: int = 1
-) -> list[TestJob]:
+def answer_jobs(
+    rows: Iterable[ContextWithQueries], variants: Iterable[Variant], budgets: Sequence[AnswerBudget], pass_at_k: int = 1
+) -> list[AnswerJob]:
     """Every labeled query x (raw context and every variant of its context) x every test budget,
     plus ``pass_at_k - 1`` extra raw-context samples per (query, budget) for the pass@k baseline."""
     by_context: dict[str, list[Variant]] = {}
@@ -146,12 +145,9 @@ def test_jobs(
         sources: list[Variant | None] = [None, *by_context.get(row.context.id, [])]
         for q in row.queries:
             for source in sources:
-                jobs.extend(TestJob(row.context, q, b, source) for b in budgets)
-            jobs.extend(TestJob(row.context, q, b, None, k) for b in budgets for k in range(1, pass_at_k))
+                jobs.extend(AnswerJob(row.context, q, b, source) for b in budgets)
+            jobs.extend(AnswerJob(row.context, q, b, None, k) for b in budgets for k in range(1, pass_at_k))
     return jobs
-
-
-test_jobs.__test__ = False  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -202,8 +198,8 @@ async def run_sleep_jobs(
     )
 
 
-async def run_test_jobs(
-    gateway: ModelGateway, model: str, jobs: Sequence[TestJob], concurrency: int, progress: Progress | None = None
+async def run_answer_jobs(
+    gateway: ModelGateway, model: str, jobs: Sequence[AnswerJob], concurrency: int, progress: Progress | None = None
 ) -> BatchResult:
     return await run_bounded(
         jobs,

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from sleeptime.domain import SleepBudget, TestBudget
+from sleeptime.domain import SleepBudget, AnswerBudget
 from sleeptime.model import (
     QWEN_CODER_05B,
     QWEN_CODER_15B,
@@ -44,11 +44,11 @@ DEFAULT_SLEEP_BUDGETS = (
 
 # The five published verbosity levels, each with a reply cap that lets it say what it is told to.
 DEFAULT_TEST_BUDGETS = (
-    TestBudget(name="t0-direct", verbosity=0, max_tokens=16),
-    TestBudget(name="t1-brief", verbosity=1, max_tokens=40),
-    TestBudget(name="t2-steps", verbosity=2, max_tokens=80),
-    TestBudget(name="t3-explain", verbosity=3, max_tokens=200),
-    TestBudget(name="t4-check", verbosity=4, max_tokens=480),
+    AnswerBudget(name="t0-direct", verbosity=0, max_tokens=16),
+    AnswerBudget(name="t1-brief", verbosity=1, max_tokens=40),
+    AnswerBudget(name="t2-steps", verbosity=2, max_tokens=80),
+    AnswerBudget(name="t3-explain", verbosity=3, max_tokens=200),
+    AnswerBudget(name="t4-check", verbosity=4, max_tokens=480),
 )
 
 
@@ -122,7 +122,7 @@ class RunConfig(BaseModel):
     # Each list cheapest first ("none" first among sleep budgets): budget names carry no order of
     # their own, so the listed order is the budgets' order (test_budget_order, sleep_budget_order).
     sleep_budgets: list[SleepBudget] = Field(default_factory=lambda: list(DEFAULT_SLEEP_BUDGETS))
-    test_budgets: list[TestBudget] = Field(default_factory=lambda: list(DEFAULT_TEST_BUDGETS))
+    test_budgets: list[AnswerBudget] = Field(default_factory=lambda: list(DEFAULT_TEST_BUDGETS))
     # Raw-context samples per (query, test budget) for the pass@k baseline (parallel scaling,
     # scored with an oracle: correct if any sample is). 1 turns it off.
     pass_at_k: int = Field(default=3, ge=1)

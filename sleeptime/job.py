@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from sleeptime.compute import Failure, run_sleep_jobs, run_test_jobs, sleep_jobs, test_jobs
+from sleeptime.compute import Failure, run_sleep_jobs, run_answer_jobs, sleep_jobs, answer_jobs
 from sleeptime.config import RunConfig
 from sleeptime.dataset import LoadResult, ensure_demo_corpus, load_corpus
 from sleeptime.domain import Answer, CallCounters, Variant
@@ -59,9 +59,9 @@ def run_local(config: RunConfig, progress: ProgressFactory = _no_progress) -> Jo
             gateway, config.sleep_model, sleeping, config.concurrency, progress("sleep time", len(sleeping))
         )
         seconds["sleep"] = time.perf_counter() - t
-        testing = test_jobs([r for r in rows if r.queries], slept.rows, config.test_budgets, config.pass_at_k)
+        testing = answer_jobs([r for r in rows if r.queries], slept.rows, config.test_budgets, config.pass_at_k)
         t = time.perf_counter()
-        tested = await run_test_jobs(
+        tested = await run_answer_jobs(
             gateway, config.test_model, testing, config.concurrency, progress("test time", len(testing))
         )
         seconds["test"] = time.perf_counter() - t

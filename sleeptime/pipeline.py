@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sleeptime import _failpoints
-from sleeptime.compute import Failure, SleepJob, TestJob
+from sleeptime.compute import Failure, SleepJob, AnswerJob
 from sleeptime.config import RunConfig
 from sleeptime.dataset import corpus_format, load_corpus, scan_project_jsonl
 from sleeptime.domain import CallCounters, Context, ContextWithQueries, Query, QuarantinedRow, Usage, Variant
@@ -307,7 +307,7 @@ ORDER BY v.variant_id, v.run_id DESC
 """
 
 
-def pending_test_jobs(lake: Lake, config: RunConfig) -> tuple[list[TestJob], int]:
+def pending_test_jobs(lake: Lake, config: RunConfig) -> tuple[list[AnswerJob], int]:
     """(Every labeled query x (raw context and each current variant) x test budget not answered
     yet, plus the extra raw samples of pass@k; the number of current variants)."""
     budgets = {t.name: t for t in config.test_budgets}
@@ -368,7 +368,7 @@ def pending_test_jobs(lake: Lake, config: RunConfig) -> tuple[list[TestJob], int
             id=r["query_id"], context_id=r["context_id"], text=r["query_text"], gold_answer=r["gold_answer"],
             kind=r["kind"]))
         variant = variants[r["variant_id"]] if r["variant_id"] else None
-        jobs.append(TestJob(ctx, q, budgets[r["test_budget"]], variant, r["sample_index"]))
+        jobs.append(AnswerJob(ctx, q, budgets[r["test_budget"]], variant, r["sample_index"]))
     return jobs, n_variants
 
 

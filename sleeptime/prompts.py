@@ -62,7 +62,7 @@ def sleep_messages(context_text: str) -> list[dict[str, str]]:
     ]
 
 
-def test_messages(context_text: str, question: str, verbosity: int, notes: str | None = None) -> list[dict[str, str]]:
+def answer_messages(context_text: str, question: str, verbosity: int, notes: str | None = None) -> list[dict[str, str]]:
     if not 0 <= verbosity < len(VERBOSITY_INSTRUCTIONS):
         raise ValueError(f"verbosity must be 0..{len(VERBOSITY_INSTRUCTIONS) - 1}, got {verbosity}")
     parts = [f"Context:\n{context_text}"]
@@ -75,13 +75,10 @@ def test_messages(context_text: str, question: str, verbosity: int, notes: str |
     ]
 
 
-test_messages.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
-
-
 def _prompt_version() -> str:
     """sha256 of every message shape the prompts produce, rendered with placeholder inputs."""
     shapes = [sleep_messages("<context>")] + [
-        test_messages("<context>", "<question>", v, notes) for v in range(len(VERBOSITY_INSTRUCTIONS))
+        answer_messages("<context>", "<question>", v, notes) for v in range(len(VERBOSITY_INSTRUCTIONS))
         for notes in (None, "<notes>")
     ]
     blob = json.dumps([shapes, MEMORY_LIMIT_CHARS], sort_keys=True, ensure_ascii=False)

@@ -13,7 +13,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
-from sleeptime.compute import Failure, SleepJob, TestJob
+from sleeptime.compute import Failure, SleepJob, AnswerJob
 from sleeptime.config import RunConfig
 from sleeptime.domain import CallCounters
 from sleeptime.storage import answer_record, variant_record
@@ -67,12 +67,9 @@ def sleep_shard(index: int, jobs: list[SleepJob], config: RunConfig, run_id: str
 
 @task(name="test-shard", cache_policy=NO_CACHE, retries=SHARD_RETRIES, retry_delay_seconds=2,
       retry_condition_fn=_worker_was_lost)
-def test_shard(index: int, jobs: list[TestJob], config: RunConfig, run_id: str, pool: RayPool) -> ShardOutcome:
+def answer_shard(index: int, jobs: list[AnswerJob], config: RunConfig, run_id: str, pool: RayPool) -> ShardOutcome:
     """T(q, c) and T(q, c') for one shard of test jobs."""
     return _run_shard("test", index, jobs, config, run_id, pool)
-
-
-test_shard.__test__ = False  # type: ignore[attr-defined]
 
 
 def advance_when_done(futures: list, stage_name: str, sizes: list[int]) -> list[ShardOutcome]:

@@ -8,12 +8,12 @@ from typing import TypeVar
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from sleeptime.compute import SleepJob, TestJob
+from sleeptime.compute import SleepJob, AnswerJob
 from sleeptime.config import RunConfig
 from sleeptime.pipeline import pending_sleep_jobs, pending_test_jobs, shard
 from tasks.corpus import Ingested
 
-J = TypeVar("J", SleepJob, TestJob)
+J = TypeVar("J", SleepJob, AnswerJob)
 
 
 def _by_context(jobs: list[J], shard_size: int) -> list[list[J]]:
@@ -34,7 +34,7 @@ def plan_sleep(config: RunConfig, ingested: Ingested) -> list[list[SleepJob]]:
 
 
 @task(name="plan-test", cache_policy=NO_CACHE)
-def plan_test(config: RunConfig, ingested: Ingested) -> list[list[TestJob]]:
+def plan_test(config: RunConfig, ingested: Ingested) -> list[list[AnswerJob]]:
     """Test jobs (raw context and every current variant, every test budget) not answered yet."""
     jobs, n_variants = pending_test_jobs(config.open_lake(), config)
     shards = _by_context(jobs, config.shard_size)

@@ -21,7 +21,7 @@ from typing import Any
 import ray
 import ray._private.ray_constants as ray_constants
 
-from sleeptime.compute import BatchResult, SleepJob, TestJob, run_sleep_jobs, run_test_jobs
+from sleeptime.compute import BatchResult, SleepJob, AnswerJob, run_sleep_jobs, run_answer_jobs
 from sleeptime.config import RunConfig
 from sleeptime.domain import CallCounters
 from sleeptime.model import ModelSpec, ResponseCache
@@ -99,8 +99,8 @@ class ModelWorker:
     def sleep(self, model: str, jobs: Sequence[SleepJob]) -> tuple[BatchResult, CallCounters, str]:
         return self._run(run_sleep_jobs(self.gateway, model, jobs, self.concurrency))
 
-    def test(self, model: str, jobs: Sequence[TestJob]) -> tuple[BatchResult, CallCounters, str]:
-        return self._run(run_test_jobs(self.gateway, model, jobs, self.concurrency))
+    def test(self, model: str, jobs: Sequence[AnswerJob]) -> tuple[BatchResult, CallCounters, str]:
+        return self._run(run_answer_jobs(self.gateway, model, jobs, self.concurrency))
 
 
 class RayPool:

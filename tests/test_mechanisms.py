@@ -8,11 +8,11 @@ import pytest
 
 from sleeptime.config import RunConfig
 from sleeptime.dataset import write_demo_corpus
-from sleeptime.domain import SleepBudget, TestBudget
+from sleeptime.domain import SleepBudget, AnswerBudget
 from sleeptime.job import run_local
 
-SMALL_TEST = TestBudget(name="t1-brief", verbosity=1, max_tokens=40)
-STEPS_TEST = TestBudget(name="t2-steps", verbosity=2, max_tokens=400)
+SMALL_TEST = AnswerBudget(name="t1-brief", verbosity=1, max_tokens=40)
+STEPS_TEST = AnswerBudget(name="t2-steps", verbosity=2, max_tokens=400)
 
 
 @pytest.fixture(scope="module")

@@ -74,7 +74,7 @@ def test_traffic_allocation_plans_only_the_cprime_each_context_pays_for(tmp_path
 
     from sleeptime.config import PolicyConfig, RunConfig
     from sleeptime.dataset import write_demo_corpus
-    from sleeptime.domain import SleepBudget, TestBudget
+    from sleeptime.domain import SleepBudget, AnswerBudget
     from sleeptime.pipeline import ingest_corpus, pending_sleep_jobs, plan_refresh
     from sleeptime.policy import PolicySettings, fit_policy
     from sleeptime.storage import Lake
@@ -84,7 +84,7 @@ def test_traffic_allocation_plans_only_the_cprime_each_context_pays_for(tmp_path
     config = RunConfig(
         corpus=corpus, output_dir=tmp_path,
         sleep_budgets=[SleepBudget(name="none", max_tokens=0), SleepBudget(name="big", max_tokens=64)],
-        test_budgets=[TestBudget(name="cheap", verbosity=0, max_tokens=16), TestBudget(name="dear", verbosity=2, max_tokens=80)],
+        test_budgets=[AnswerBudget(name="cheap", verbosity=0, max_tokens=16), AnswerBudget(name="dear", verbosity=2, max_tokens=80)],
         policy=PolicyConfig(sleep_allocation="traffic", traffic_prior_windows=0.05),
     )
     try:

@@ -9,7 +9,7 @@ from sleeptime.prompts import (
     normalize_number,
     score,
     sleep_messages,
-    test_messages,
+    answer_messages,
 )
 
 
@@ -46,10 +46,10 @@ def test_prompts_carry_the_published_markers():
     msgs = sleep_messages("Mia has 3 apples.")
     assert msgs[-1]["content"].startswith(SLEEP_TRIGGER + " New situation:\nMia has 3 apples.")
     for level, instruction in enumerate(VERBOSITY_INSTRUCTIONS):
-        text = "\n".join(m["content"] for m in test_messages("c", "q?", level, notes="n"))
+        text = "\n".join(m["content"] for m in answer_messages("c", "q?", level, notes="n"))
         assert instruction in text and "Notes prepared in advance" in text
     with pytest.raises(ValueError):
-        test_messages("c", "q", 5)
+        answer_messages("c", "q", 5)
 
 
 def test_memory_is_clipped_at_a_line():

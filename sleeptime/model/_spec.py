@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, 
 from sleeptime.domain import ReasoningEffort
 
 if TYPE_CHECKING:
-    from sleeptime.domain import SleepBudget, TestBudget
+    from sleeptime.domain import SleepBudget, AnswerBudget
 
 ENV_PREFIX = "os.environ/"  # litellm's convention: ``api_key: os.environ/OPENAI_API_KEY``
 
@@ -122,7 +122,7 @@ class ModelSpec(BaseModel):
         """The environment variable that should have held this model's key but was unset."""
         return self.api_key_env if self.api_key is None and self.api_key_env else None
 
-    def call_params(self, budget: SleepBudget | TestBudget) -> tuple[int, str | None, int | None]:
+    def call_params(self, budget: SleepBudget | AnswerBudget) -> tuple[int, str | None, int | None]:
         """(max_tokens, reasoning_effort, thinking_tokens) for a call at ``budget`` on this model.
 
         The budget's own values, each replaced by this model's ``budgets[budget.name]`` entry where

@@ -37,7 +37,7 @@ from typing import Any
 
 import pandas as pd
 
-from sleeptime.domain import SleepBudget, TestBudget
+from sleeptime.domain import SleepBudget, AnswerBudget
 from sleeptime.storage.records import SCHEMAS
 
 logger = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ def _variants_specs(
 
 def _answers_specs(
     sleep_budgets: Sequence[SleepBudget],
-    test_budgets: Sequence[TestBudget],
+    test_budgets: Sequence[AnswerBudget],
     current: pd.DataFrame,
     variants: pd.DataFrame,
     strict: bool,
@@ -333,7 +333,7 @@ def validate_snapshot(
     variants: pd.DataFrame,
     answers: pd.DataFrame,
     sleep_budgets: Sequence[SleepBudget],
-    test_budgets: Sequence[TestBudget],
+    test_budgets: Sequence[AnswerBudget],
     sleep_model: str,
     data_docs_dir: Path | None = None,
     *,
@@ -398,7 +398,7 @@ def validate_delta(
     answers: pd.DataFrame,
     references: Sequence["ReferenceCheck"],
     sleep_budgets: Sequence[SleepBudget],
-    test_budgets: Sequence[TestBudget],
+    test_budgets: Sequence[AnswerBudget],
     sleep_model: str,
     data_docs_dir: Path | None = None,
 ) -> GateResult:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sleeptime.domain import TestBudget, Variant
+from sleeptime.domain import AnswerBudget, Variant
 from sleeptime.policy import CORPUS, RAW, Choice, Unsatisfiable
 from sleeptime.service.snapshot import ContextEntry, ServingSnapshot
 
@@ -38,7 +38,7 @@ class Step:
     """One option to try: what to run and what the policy predicted for it."""
 
     option: Choice
-    test_budget: TestBudget
+    test_budget: AnswerBudget
     variant: Variant | None  # None: the raw context
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import duckdb
 
 from sleeptime.config import RunConfig
-from sleeptime.domain import Context, TestBudget, Usage, Variant
+from sleeptime.domain import Context, AnswerBudget, Usage, Variant
 from sleeptime.policy import Policy
 from sleeptime.policy.store import load_published_policy
 from sleeptime.storage.warehouse import Warehouse, connect_read_only
@@ -60,7 +60,7 @@ class ServingSnapshot:
     contexts: dict[str, ContextEntry]
     by_tenant: dict[str, tuple[str, ...]]
     policy: Policy | None
-    test_budgets: dict[str, TestBudget]  # as configured: RunConfig.test_budget_order, cheapest .. largest
+    test_budgets: dict[str, AnswerBudget]  # as configured: RunConfig.test_budget_order, cheapest .. largest
     target_accuracy: float  # the published policy's (the configured one until a policy is published)
     policy_seconds: float = 0.0  # of load_seconds, reading the policy rows and building the policy
 

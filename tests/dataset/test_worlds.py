@@ -20,7 +20,7 @@ from sleeptime.dataset.worlds import (
     node_value,
 )
 from sleeptime.domain import ContextWithQueries, Query
-from sleeptime.prompts import extract_answer, test_messages
+from sleeptime.prompts import extract_answer, answer_messages
 from sleeptime.reasoner import engine
 from sleeptime.reasoner.fragment import (
     Base,
@@ -61,7 +61,7 @@ def rebuild(row: ContextWithQueries) -> World:
 
 
 def engine_answer(row: ContextWithQueries, question_text: str) -> str | None:
-    messages = test_messages(row.context.text, question_text, verbosity=2)
+    messages = answer_messages(row.context.text, question_text, verbosity=2)
     text = "\n".join(m["content"] for m in messages)
     return extract_answer(engine.answer(text, max_tokens=100000))
 

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from sleeptime.config import RunConfig, load_config
-from sleeptime.domain import SleepBudget, TestBudget
+from sleeptime.domain import SleepBudget, AnswerBudget
 from sleeptime.model import SMOLLM2_LOCAL, BudgetParams, LocalServerSpec, ModelSpec, check_credentials, load_registry
 from sleeptime.model._registry import MissingCredentialsError
 
@@ -140,7 +140,7 @@ def test_call_params_take_the_model_entry_over_the_budget():
     large = SleepBudget(name="large", max_tokens=512, thinking_tokens=7)
     assert spec.call_params(large) == (4096, "high", 7)
     assert spec.call_params(SleepBudget(name="small", max_tokens=48, reasoning_effort="low")) == (48, "low", None)
-    assert spec.call_params(TestBudget(name="t1-brief", verbosity=1, max_tokens=40)) == (40, None, 1024)
+    assert spec.call_params(AnswerBudget(name="t1-brief", verbosity=1, max_tokens=40)) == (40, None, 1024)
     # The "none" sleep level (no call at all) stays 0 whatever the model says.
     assert spec.call_params(SleepBudget(name="none", max_tokens=0)) == (0, None, None)
     with pytest.raises(ValueError, match="frozen"):

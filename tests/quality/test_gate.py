@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sleeptime.domain import Answer, Context, Query, SleepBudget, TestBudget, Usage, Variant
+from sleeptime.domain import Answer, Context, Query, SleepBudget, AnswerBudget, Usage, Variant
 from sleeptime.quality import GateResult, validate_snapshot
 from sleeptime.storage.records import SCHEMAS, answer_record, context_record, variant_record
 
@@ -16,7 +16,7 @@ SLEEP = [
     SleepBudget(name="small", max_tokens=48),
     SleepBudget(name="large", max_tokens=512, samples=1),
 ]
-TEST = [TestBudget(name="t0", verbosity=0, max_tokens=16), TestBudget(name="t2", verbosity=2, max_tokens=80)]
+TEST = [AnswerBudget(name="t0", verbosity=0, max_tokens=16), AnswerBudget(name="t2", verbosity=2, max_tokens=80)]
 MODEL = "reference"
 
 

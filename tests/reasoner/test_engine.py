@@ -1,4 +1,4 @@
-from sleeptime.prompts import sleep_messages, test_messages
+from sleeptime.prompts import sleep_messages, answer_messages
 from sleeptime.reasoner.engine import CANNOT_DETERMINE, UNKNOWN_ANSWER, answer, think, verbosity_of
 from sleeptime.reasoner.fragment import parse_fact, split_sentences
 from sleeptime.tokens import count_tokens
@@ -16,7 +16,7 @@ def _sleep(budget: int, k: int = 0) -> str:
 
 
 def _ask(question: str, verbosity: int, max_tokens: int, notes: str | None = None) -> str:
-    return answer("\n".join(m["content"] for m in test_messages(STORY, question, verbosity, notes)), max_tokens)
+    return answer("\n".join(m["content"] for m in answer_messages(STORY, question, verbosity, notes)), max_tokens)
 
 
 def test_sleep_output_stays_within_budget_and_grows_with_it():
@@ -72,7 +72,7 @@ def test_verbosity_costs_what_it_says():
     q = "How many marbles does Ben have at the start?"
     lengths = [count_tokens(_ask(q, v, 2000)) for v in range(1, 5)]
     assert lengths == sorted(lengths) and lengths[0] < lengths[-1]
-    assert [verbosity_of("\n".join(m["content"] for m in test_messages("x", "y", v))) for v in range(5)] == [0, 1, 2, 3, 4]
+    assert [verbosity_of("\n".join(m["content"] for m in answer_messages("x", "y", v))) for v in range(5)] == [0, 1, 2, 3, 4]
 
 
 def test_text_outside_the_fragment_gets_a_short_reply():
@@ -83,7 +83,7 @@ def test_text_outside_the_fragment_gets_a_short_reply():
 
 
 def test_reply_depends_only_on_text():
-    text = "\n".join(m["content"] for m in test_messages(STORY, "How many marbles does Ava have at the start?", 3))
+    text = "\n".join(m["content"] for m in answer_messages(STORY, "How many marbles does Ava have at the start?", 3))
     assert answer(text, 300) == answer(str(text), 300)
     renamed = text.replace("Ava", "Ivy")
     assert answer(renamed, 300).replace("Ivy", "Ava") == answer(text, 300)

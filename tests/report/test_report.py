@@ -9,7 +9,7 @@ import pytest
 
 from sleeptime.config import RunConfig
 from sleeptime.dataset import write_demo_corpus
-from sleeptime.domain import SleepBudget, TestBudget
+from sleeptime.domain import SleepBudget, AnswerBudget
 from sleeptime.job import run_local
 from sleeptime.pipeline import RunSummary
 from sleeptime.report import write_report
@@ -29,9 +29,9 @@ def published(tmp_path_factory):
         output_dir=root / "out",
         sleep_budgets=[SleepBudget(name="none", max_tokens=0), SleepBudget(name="small", max_tokens=48),
                        SleepBudget(name="large", max_tokens=512)],
-        test_budgets=[TestBudget(name="t0-direct", verbosity=0, max_tokens=16),
-                      TestBudget(name="t1-brief", verbosity=1, max_tokens=40),
-                      TestBudget(name="t2-steps", verbosity=2, max_tokens=80)],
+        test_budgets=[AnswerBudget(name="t0-direct", verbosity=0, max_tokens=16),
+                      AnswerBudget(name="t1-brief", verbosity=1, max_tokens=40),
+                      AnswerBudget(name="t2-steps", verbosity=2, max_tokens=80)],
         pass_at_k=2,
     )
     result = run_local(config)

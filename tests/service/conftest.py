@@ -17,7 +17,7 @@ import yaml
 
 from sleeptime.config import PolicyConfig, RunConfig
 from sleeptime.dataset import write_demo_corpus
-from sleeptime.domain import Context, SleepBudget, TestBudget
+from sleeptime.domain import Context, SleepBudget, AnswerBudget
 from sleeptime.job import JobResult, run_local
 from sleeptime.pipeline import RunSummary
 from sleeptime.policy import PolicySettings
@@ -95,8 +95,8 @@ def served(tmp_path_factory) -> Served:
         output_dir=root / "out",
         sleep_budgets=[SleepBudget(name="none", max_tokens=0), SleepBudget(name="small", max_tokens=48),
                        SleepBudget(name="large", max_tokens=512)],
-        test_budgets=[TestBudget(name="t0-direct", verbosity=0, max_tokens=16),
-                      TestBudget(name="t2-steps", verbosity=2, max_tokens=80)],
+        test_budgets=[AnswerBudget(name="t0-direct", verbosity=0, max_tokens=16),
+                      AnswerBudget(name="t2-steps", verbosity=2, max_tokens=80)],
         pass_at_k=1,
         # Several options are adequate per scope (the failure chain has a next-cheapest one), the
         # kinds choose differently, and one context's 10 queries (Wilson LB 0.72) are not enough.
