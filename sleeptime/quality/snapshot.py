@@ -4,7 +4,7 @@
   get the column expectations; the cross-table rules run as SQL anti-join counts on the
   candidate and GX asserts each is zero. Cost follows the delta, not the warehouse.
 - ``gate_full``: the whole published snapshot re-validated (``sleeptime validate --full``, the
-  weekly deployment), as every publish used to.
+  weekly deployment).
 
 Contexts with an open failure (a model call that failed for good) are left out of the coverage
 check: they are known to be incomplete, recorded in ``failures`` and retried by the next run.
