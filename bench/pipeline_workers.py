@@ -639,7 +639,7 @@ def analysis(results: list[Measurement], contexts: int) -> list[str]:
                         + (f" ({base_test / test:.2f}x the {min(clusters)}-node test stage)" if base_test and test and n != min(clusters) else "")
                         + f", other load {fmt(m.foreign_cores(), '.2f')} cores")
         out += ["On the loopback cluster (a head with no CPUs and N worker nodes of one CPU each, one model worker "
-                "per node, placed by the SPREAD strategy): " + "; ".join(rows) + ". Each node is its own raylet, "
+                "per node): " + "; ".join(rows) + ". Each node is its own raylet, "
                 "object store and worker processes, so the figures include what a real cluster pays per node; they "
                 "are bounded by this machine's cores, which every node shares. The test stage is "
                 + ", ".join(f"{len(shard_calls(m, 'test'))} shards on {n} worker{'s' if n > 1 else ''}"

@@ -20,6 +20,7 @@ from typing import Any
 
 import ray
 import ray._private.ray_constants as ray_constants
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from sleeptime.compute import BatchResult, SleepJob, AnswerJob, run_sleep_jobs, run_answer_jobs
 from sleeptime.config import RunConfig
@@ -60,6 +61,19 @@ def start_local_ray(num_cpus: int, **kwargs: Any) -> None:
     """A single-node Ray on loopback for this process (the default when no ray_address is set)."""
     with local_ray_settings():
         ray.init(num_cpus=num_cpus, **kwargs)
+
+
+def worker_slots() -> list[str]:
+    """Node ids to place model workers on, in turn: every live node with CPUs, as many times as it
+    has CPUs, interleaved (nodes A with 2 CPUs and B with 1 give A, B, A).
+
+    Placed this way (node affinity, soft: a restarted worker may go anywhere), the workers spread
+    over the nodes in proportion to their CPUs, so one node lost takes as few of them as it can.
+    Ray's SPREAD strategy is only a hint: under load it once put both workers on one of two nodes.
+    """
+    cpus = {n["NodeID"]: int(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")}
+    nodes = sorted(n for n, c in cpus.items() if c > 0)
+    return [n for k in range(max(cpus.values(), default=0)) for n in nodes if cpus[n] > k]
 
 
 def cluster_info(address: str | None) -> dict[str, Any]:
@@ -143,11 +157,13 @@ class RayPool:
         if cache:
             # Create the file (WAL mode, table) here, once, before the actors open it together.
             ResponseCache(cache).close()
-        # SPREAD: on a cluster, one node lost takes as few workers with it as it can.
+        slots = worker_slots()
         self.actors = [
-            ModelWorker.options(scheduling_strategy="SPREAD").remote(shares, per_actor, str(cache.resolve()) if cache else None,
-                               list(self.config.response_cache.exclude_models))
-            for _ in range(self.workers)
+            ModelWorker.options(scheduling_strategy=(
+                NodeAffinitySchedulingStrategy(slots[i % len(slots)], soft=True) if slots else "SPREAD"
+            )).remote(shares, per_actor, str(cache.resolve()) if cache else None,
+                      list(self.config.response_cache.exclude_models))
+            for i in range(self.workers)
         ]
         for actor in self.actors:
             self._idle.put(actor)

@@ -170,3 +170,16 @@ def test_the_local_ray_a_run_starts_binds_loopback_and_leaves_the_environment_as
     # ray_session started it with tasks.ray_pool.start_local_ray, as a run without ray_address does.
     assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
     assert all(os.environ.get(k) is None for k in RAY_SETTINGS if k not in ORIGINAL_RAY_SETTINGS)
+
+
+def test_worker_slots_interleave_nodes_by_their_cpus(monkeypatch):
+    import ray
+
+    from tasks.ray_pool import worker_slots
+
+    nodes = [{"NodeID": "a", "Alive": True, "Resources": {"CPU": 2.0}},
+             {"NodeID": "b", "Alive": True, "Resources": {"CPU": 1.0}},
+             {"NodeID": "head", "Alive": True, "Resources": {}},
+             {"NodeID": "c", "Alive": False, "Resources": {"CPU": 4.0}}]
+    monkeypatch.setattr(ray, "nodes", lambda: nodes)
+    assert worker_slots() == ["a", "b", "a"]
