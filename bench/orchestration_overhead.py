@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, fn in (("plain litellm loop", plain_loop), ("gateway loop", gateway_loop)):
             print(f"{label} ...", flush=True)
             results.append((label, fn(rows_corpus, base_url, args.concurrency)))
-        for w in (int(x) for x in args.workers.split(",")):
+        for w in (int(x) for x in args.workers.split(",") if x):
             print(f"pipeline W={w} ...", flush=True)
             results.append((f"pipeline W={w} (Prefect + Ray)", pipeline_run(tmp, corpus, base_url, args.concurrency, w)))
     report = render(args, results, header)
