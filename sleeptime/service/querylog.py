@@ -38,6 +38,7 @@ import pyarrow as pa
 
 from sleeptime.storage.spool import Spool
 from sleeptime.storage.records import SCHEMAS
+from sleeptime.service import _background as background
 
 log = logging.getLogger(__name__)
 
@@ -148,15 +149,10 @@ class QueryLog:
                             "(their rows were lost with it)", stale)
         if self._task is None and self.enabled:
             self._wake = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="sleeptime-query-log")
+            self._task = background.start(self._run(), "sleeptime-query-log")
 
     async def stop(self) -> None:
         """Stop the background flusher and write what is pending."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await background.stop(self._task)
+        self._task = None
         await asyncio.to_thread(self.flush)

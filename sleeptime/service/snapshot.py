@@ -33,6 +33,7 @@ from sleeptime.domain import Context, AnswerBudget, Usage, Variant
 from sleeptime.policy import Policy
 from sleeptime.policy.store import load_published_policy
 from sleeptime.storage.warehouse import Warehouse, connect_read_only
+from sleeptime.service import _background as background
 
 log = logging.getLogger(__name__)
 
@@ -236,13 +237,8 @@ class SnapshotHolder:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._poll(), name="sleeptime-snapshot-poller")
+            self._task = background.start(self._poll(), "sleeptime-snapshot-poller")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await background.stop(self._task)
+        self._task = None
