@@ -146,11 +146,9 @@ class Lake:
         """Load what ``con`` needs to attach this lake: the extensions, and the object store's secret."""
         load_extensions(con, self.catalog, self.data_path)
         if is_object_store(self.data_path):
-            if self.s3 is None:
-                from sleeptime.config import S3Settings
+            from sleeptime.config import S3Settings  # config imports storage lazily; not at module level
 
-                self.s3 = S3Settings()
-            create_s3_secret(con, self.s3)
+            create_s3_secret(con, self.s3 or S3Settings())
 
     def attach_sql(self, read_only: bool = False) -> str:
         options = [f"DATA_PATH {_quote(self.data_path)}"]

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import pyarrow.fs as pafs
 
+from sleeptime.storage.lake import is_object_store
+
 if TYPE_CHECKING:
     from sleeptime.config import S3Settings
 
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
 def filesystem_for(uri: str, s3: S3Settings | None = None) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem and path for ``uri``; s3:// URIs use ``s3`` (endpoint, region, ...)
     and take their keys from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)."""
-    if uri.startswith(("s3://", "s3a://")):
+    if is_object_store(uri):
         s3_kwargs = {}
         if s3 is not None:
             s3_kwargs = {"region": s3.region, "scheme": "https" if s3.use_ssl else "http",
