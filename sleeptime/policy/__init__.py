@@ -7,7 +7,7 @@ and ``Policy.select`` is the one selection API (the service only maps its choice
 """
 
 from sleeptime.policy._fit import SleepCosts, fit_policy, required_accuracy
-from sleeptime.policy._heldout import HeldOutReport, frontier, held_out_check, split_queries
+from sleeptime.policy._heldout import HeldOutReport, HeldOutSplit, frontier, held_out_check, split_queries, sweep_targets
 from sleeptime.policy._policy import Choice, Policy, Selection, Unsatisfiable
 from sleeptime.policy._fit import ANY_KIND, CORPUS, RAW
 from sleeptime.policy._wilson import wilson_lower_bound
@@ -18,6 +18,7 @@ __all__ = [
     "CORPUS",
     "Choice",
     "HeldOutReport",
+    "HeldOutSplit",
     "Policy",
     "PolicySettings",
     "RAW",
@@ -29,5 +30,6 @@ __all__ = [
     "held_out_check",
     "required_accuracy",
     "split_queries",
+    "sweep_targets",
     "wilson_lower_bound",
 ]

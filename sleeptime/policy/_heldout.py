@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from sleeptime.policy._fit import SleepCosts, fit_policy, prepare_answers
+from sleeptime.policy._fit import SleepCosts, fit_policy_from_stats, prepare_answers, summarise_answers
 from sleeptime.policy_settings import PolicySettings
 
 
@@ -78,6 +78,99 @@ def rank_fixed(fixed: pd.DataFrame, settings: PolicySettings) -> pd.DataFrame:
     return fixed.sort_values([primary, secondary, "sleep_budget", "test_budget"], kind="mergesort").reset_index(drop=True)
 
 
+@dataclass
+class HeldOutSplit:
+    """The answers split into fit and held-out queries, summarised and scored once, so that
+    several policies (a target sweep) are fitted and scored without redoing the shared work."""
+
+    sleep: pd.DataFrame
+    stats: pd.DataFrame  # the fit side's answer sums (STATS_COLUMNS)
+    labeled: pd.DataFrame  # the fit side's labeled queries (LABELED_COLUMNS)
+    queries: pd.DataFrame  # held-out queries: query_id, context_id, kind
+    scored: pd.DataFrame  # one row per (held-out query, option) with its cost
+    fixed_raw: pd.DataFrame  # every fixed pair's held-out accuracy and cost, unranked
+    cost_settings: tuple[float, float]  # (expected queries per context, test token weight) scored with
+
+    @classmethod
+    def prepare(
+        cls,
+        answers: pd.DataFrame,
+        sleep: pd.DataFrame,
+        settings: PolicySettings = PolicySettings(),
+        holdout_fraction: float = 0.5,
+        seed: str = "heldout-v1",
+    ) -> HeldOutSplit:
+        df = prepare_answers(answers)
+        fit_ids, test_ids = split_queries(df["query_id"].unique(), holdout_fraction, seed)
+        if not fit_ids or not test_ids:
+            raise ValueError(
+                f"the split left {len(fit_ids)} fit and {len(test_ids)} test queries; both must be non-empty"
+            )
+        stats, labeled = summarise_answers(df[df["query_id"].isin(fit_ids)])
+        costs = SleepCosts(sleep)
+
+        # One recorded answer per (query, option): several test models are averaged.
+        test = df[df["query_id"].isin(test_ids)]
+        per_option = (
+            test.assign(correct=test["correct"].astype(float))
+            .groupby(["query_id", "context_id", "sleep_budget", "test_budget"], as_index=False)
+            .agg(correct=("correct", "mean"), completion_tokens=("completion_tokens", "mean"), cost_usd=("cost_usd", "mean"))
+        )
+        scored = _score(per_option, costs, settings)
+        queries = test.groupby("query_id", as_index=False).agg(context_id=("context_id", "first"), kind=("kind", "first"))
+        fixed = scored.groupby(["sleep_budget", "test_budget"], as_index=False).agg(
+            n=("correct", "size"),
+            accuracy=("correct", "mean"),
+            cost_weighted=("cost_weighted", "mean"),
+            cost_usd=("cost_usd", "mean"),
+        )
+        return cls(sleep, stats, labeled, queries, scored, fixed,
+                   (settings.expected_queries_per_context, settings.test_token_weight))
+
+    def check(self, settings: PolicySettings) -> HeldOutReport:
+        """Fit the policy with ``settings`` on the fit side and score it beside every fixed pair."""
+        if (settings.expected_queries_per_context, settings.test_token_weight) != self.cost_settings:
+            raise ValueError("the held-out costs were scored with other cost settings: prepare a new split")
+        policy = fit_policy_from_stats(self.stats, self.labeled, self.sleep, settings)
+        queries = self.queries
+        picks = [policy.choose(c, k) for c, k in zip(queries["context_id"], queries["kind"])]
+        queries = queries.assign(
+            sleep_budget=[p.sleep_budget for p in picks],
+            test_budget=[p.test_budget for p in picks],
+            scope=[p.scope for p in picks],
+            fallback=[p.fallback for p in picks],
+        )
+        merged = queries.merge(
+            self.scored.drop(columns="context_id"), on=["query_id", "sleep_budget", "test_budget"], how="left"
+        )
+        answered = merged[merged["correct"].notna()]
+        n = len(answered)
+
+        fixed = rank_fixed(self.fixed_raw, settings)
+        policy_accuracy = float(answered["correct"].mean()) if n else float("nan")
+        good = fixed[fixed["accuracy"] >= policy_accuracy - 1e-12]
+        if len(good):
+            best = good.iloc[0]
+        else:
+            best = fixed.sort_values("accuracy", ascending=False, kind="mergesort").iloc[0]
+        best_fixed = {k: (v.item() if hasattr(v, "item") else v) for k, v in best.to_dict().items()}
+
+        return HeldOutReport(
+            policy_accuracy=policy_accuracy,
+            policy_cost_weighted=float(answered["cost_weighted"].mean()) if n else float("nan"),
+            policy_cost_usd=float(answered["cost_usd"].mean()) if n else float("nan"),
+            fallback_rate=float(queries["fallback"].mean()),
+            n_test_queries=int(len(queries)),
+            fixed=fixed,
+            best_fixed=best_fixed,
+            test_time_only=fixed[fixed["sleep_budget"] == "none"].reset_index(drop=True),
+            choices=queries[["sleep_budget", "test_budget"]].value_counts(),
+            n_unanswered=int(len(merged) - n),
+            policy_version=policy.version,
+            per_query=merged,
+        )
+
+
 def held_out_check(
     answers: pd.DataFrame,
     sleep: pd.DataFrame,
@@ -85,70 +178,7 @@ def held_out_check(
     holdout_fraction: float = 0.5,
     seed: str = "heldout-v1",
 ) -> HeldOutReport:
-    df = prepare_answers(answers)
-    fit_ids, test_ids = split_queries(df["query_id"].unique(), holdout_fraction, seed)
-    if not fit_ids or not test_ids:
-        raise ValueError(
-            f"the split left {len(fit_ids)} fit and {len(test_ids)} test queries; both must be non-empty"
-        )
-    policy = fit_policy(df[df["query_id"].isin(fit_ids)], sleep, settings)
-    costs = SleepCosts(sleep)
-
-    # One recorded answer per (query, option): several test models are averaged.
-    test = df[df["query_id"].isin(test_ids)]
-    per_option = (
-        test.assign(correct=test["correct"].astype(float))
-        .groupby(["query_id", "context_id", "sleep_budget", "test_budget"], as_index=False)
-        .agg(correct=("correct", "mean"), completion_tokens=("completion_tokens", "mean"), cost_usd=("cost_usd", "mean"))
-    )
-    scored = _score(per_option, costs, settings)
-
-    queries = test.groupby("query_id", as_index=False).agg(context_id=("context_id", "first"), kind=("kind", "first"))
-    picks = [policy.choose(c, k) for c, k in zip(queries["context_id"], queries["kind"])]
-    queries = queries.assign(
-        sleep_budget=[p.sleep_budget for p in picks],
-        test_budget=[p.test_budget for p in picks],
-        scope=[p.scope for p in picks],
-        fallback=[p.fallback for p in picks],
-    )
-    merged = queries.merge(
-        scored.drop(columns="context_id"), on=["query_id", "sleep_budget", "test_budget"], how="left"
-    )
-    answered = merged[merged["correct"].notna()]
-    n = len(answered)
-
-    fixed = (
-        scored.groupby(["sleep_budget", "test_budget"], as_index=False)
-        .agg(
-            n=("correct", "size"),
-            accuracy=("correct", "mean"),
-            cost_weighted=("cost_weighted", "mean"),
-            cost_usd=("cost_usd", "mean"),
-        )
-    )
-    fixed = rank_fixed(fixed, settings)
-    policy_accuracy = float(answered["correct"].mean()) if n else float("nan")
-    good = fixed[fixed["accuracy"] >= policy_accuracy - 1e-12]
-    if len(good):
-        best = good.iloc[0]
-    else:
-        best = fixed.sort_values("accuracy", ascending=False, kind="mergesort").iloc[0]
-    best_fixed = {k: (v.item() if hasattr(v, "item") else v) for k, v in best.to_dict().items()}
-
-    return HeldOutReport(
-        policy_accuracy=policy_accuracy,
-        policy_cost_weighted=float(answered["cost_weighted"].mean()) if n else float("nan"),
-        policy_cost_usd=float(answered["cost_usd"].mean()) if n else float("nan"),
-        fallback_rate=float(queries["fallback"].mean()),
-        n_test_queries=int(len(queries)),
-        fixed=fixed,
-        best_fixed=best_fixed,
-        test_time_only=fixed[fixed["sleep_budget"] == "none"].reset_index(drop=True),
-        choices=queries[["sleep_budget", "test_budget"]].value_counts(),
-        n_unanswered=int(len(merged) - n),
-        policy_version=policy.version,
-        per_query=merged,
-    )
+    return HeldOutSplit.prepare(answers, sleep, settings, holdout_fraction, seed).check(settings)
 
 
 def frontier(
@@ -164,11 +194,17 @@ def frontier(
     Returns (per target: the policy's held-out accuracy and cost, the cheapest fixed pair and the
     cheapest test-time-only pair that reach the target on the held-out queries, and whether the
     policy reached it no dearer; every fixed pair's held-out accuracy and cost)."""
+    split = HeldOutSplit.prepare(answers, sleep, settings, holdout_fraction, seed)
+    return sweep_targets(split, settings, targets)
+
+
+def sweep_targets(split: HeldOutSplit, settings: PolicySettings, targets: tuple[float, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``frontier`` on a prepared split."""
     rows = []
     fixed = pd.DataFrame()
     for target in targets:
         at_target = settings.model_validate(settings.model_dump() | {"target_accuracy": target})
-        report = held_out_check(answers, sleep, at_target, holdout_fraction, seed)
+        report = split.check(at_target)
         fixed = report.fixed
         reach = fixed[fixed["accuracy"] >= target - 1e-12]
         tto = reach[reach["sleep_budget"] == "none"]

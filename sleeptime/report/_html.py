@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 from markupsafe import Markup  # noqa: E402
 
@@ -24,12 +25,21 @@ from sleeptime.analysis.frames import AnalysisFrames, load_frames  # noqa: E402
 from sleeptime.analysis.headline import headline_numbers  # noqa: E402
 from sleeptime.config import RunConfig  # noqa: E402
 from sleeptime.htmltable import html_table, render  # noqa: E402
-from sleeptime.policy import HeldOutReport, frontier, held_out_check  # noqa: E402
+from sleeptime.policy import HeldOutReport, HeldOutSplit, sweep_targets  # noqa: E402
 from sleeptime.policy.store import load_published_policy  # noqa: E402
 from sleeptime.service.report_section import query_log_numbers, query_log_section  # noqa: E402
 from sleeptime.storage.warehouse import Warehouse  # noqa: E402
 
 COLORS = ["#7f7f7f", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+
+
+def _log_scale(ax, which: str) -> None:
+    """A log axis with plain-text tick labels: the default labels are mathtext ("$10^{2}$"), whose
+    parsing and glyph layout took about a third of the report's drawing time."""
+    getattr(ax, f"set_{which}scale")("log")
+    axis = getattr(ax, f"{which}axis")
+    axis.set_major_formatter(ticker.LogFormatter(10))
+    axis.set_minor_formatter(ticker.LogFormatter(10, labelOnlyBase=False))
 
 
 def _svg(fig) -> str:
@@ -57,7 +67,7 @@ def plot_accuracy_vs_tokens(curve: pd.DataFrame, passk: list[dict[str, Any]], sl
     if pk:
         ax.scatter([p["pass_at_k_tokens"] for p in pk], [p["pass_at_k"] for p in pk], marker="x", color="#ff7f0e",
                    label="pass@k (raw context, oracle)")
-    ax.set_xscale("log")
+    _log_scale(ax, "x")
     ax.set_xlabel("mean test-time completion tokens per query (log)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
@@ -91,7 +101,7 @@ def plot_amortization(curve: pd.DataFrame, highlight: list[tuple[str, str]]) -> 
                 color=COLORS[i % len(COLORS)], label=f"{sleep_budget} / {test_budget}")
     ax.set_xlabel("queries per context")
     ax.set_ylabel("cost per query (sleep + 10 x test tokens) / queries")
-    ax.set_yscale("log")
+    _log_scale(ax, "y")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _svg(fig)
@@ -119,7 +129,7 @@ def _fixed_pairs_figure(fixed: pd.DataFrame):
     raw = fixed[fixed["sleep_budget"] == NONE]
     ax.scatter(sleep["cost_weighted"], sleep["accuracy"], color="#1f77b4", label="fixed (sleep budget, test budget)")
     ax.scatter(raw["cost_weighted"], raw["accuracy"], color="#7f7f7f", marker="s", label="fixed, test-time only")
-    ax.set_xscale("log")
+    _log_scale(ax, "x")
     ax.set_xlabel("cost per query on held-out queries (weighted tokens, log)")
     ax.set_ylabel("held-out accuracy")
     ax.set_ylim(0, 1.05)
@@ -213,9 +223,10 @@ def build_report(con: duckdb.DuckDBPyConnection, config: RunConfig, frames: Anal
     test_order = order_test_budgets(frames.answers)
     sleep_tokens = {row["sleep_budget"]: row["mean_sleep_tokens_per_context"] for row in head["curve"]}
     settings = config.policy_settings
-    heldout = held_out_check(frames.answers, frames.sleep, settings, config.policy.holdout_fraction)
+    split = HeldOutSplit.prepare(frames.answers, frames.sleep, settings, config.policy.holdout_fraction)
+    heldout = split.check(settings)
     targets = tuple(sorted({0.5, 0.7, 0.8, 0.9, 0.95, 0.99, config.policy.target_accuracy}))
-    sweep, sweep_fixed = frontier(frames.answers, frames.sleep, settings, targets, config.policy.holdout_fraction)
+    sweep, sweep_fixed = sweep_targets(split, settings, targets)
     published_html, published_numbers = published_policy_section(con)
     runs = con.execute("SELECT * FROM v_run_history").df()
     service_html = query_log_section(con, t=weight)

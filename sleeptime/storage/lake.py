@@ -359,18 +359,41 @@ def _check(table: str) -> None:
 
 
 def _create_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Create missing tables in both schemas, and add columns the code has and the lake lacks."""
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {ALIAS}.{STAGING}")
+    """Create missing tables in both schemas, and add columns the code has and the lake lacks.
+
+    One catalog read and, when anything is missing, one transaction: every DDL statement outside
+    a transaction is its own DuckLake snapshot, and creating a new lake took about 2 s that way."""
+    have: dict[tuple[str, str], set[str]] = {}
+    rows = con.execute(
+        "SELECT table_schema, table_name, column_name FROM information_schema.columns WHERE table_catalog = ?",
+        [ALIAS],
+    ).fetchall()
+    for schema, table, column in rows:
+        have.setdefault((schema, table), set()).add(column)
+    statements = []
+    if not any(schema == STAGING for schema, _ in have):
+        statements.append(f"CREATE SCHEMA IF NOT EXISTS {ALIAS}.{STAGING}")
     for schema in (MAIN, STAGING):
         for table, arrow_schema in SCHEMAS.items():
             if schema == STAGING and table not in STAGED_TABLES:
                 continue
-            cols = ", ".join(f"{f.name} {sql_type(f.type)}" for f in arrow_schema)
-            con.execute(f"CREATE TABLE IF NOT EXISTS {ALIAS}.{schema}.{table} ({cols})")
-            have = {r[0] for r in con.execute(f"DESCRIBE {ALIAS}.{schema}.{table}").fetchall()}
-            for f in arrow_schema:
-                if f.name not in have:
-                    con.execute(f"ALTER TABLE {ALIAS}.{schema}.{table} ADD COLUMN {f.name} {sql_type(f.type)}")
+            columns = have.get((schema, table))
+            if columns is None:
+                cols = ", ".join(f"{f.name} {sql_type(f.type)}" for f in arrow_schema)
+                statements.append(f"CREATE TABLE IF NOT EXISTS {ALIAS}.{schema}.{table} ({cols})")
+                continue
+            statements += [f"ALTER TABLE {ALIAS}.{schema}.{table} ADD COLUMN {f.name} {sql_type(f.type)}"
+                           for f in arrow_schema if f.name not in columns]
+    if not statements:
+        return
+    con.execute("BEGIN")
+    try:
+        for statement in statements:
+            con.execute(statement)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 def _insert(cur: duckdb.DuckDBPyConnection, target: str, arrow: pa.Table) -> None:

@@ -103,3 +103,26 @@ def test_a_bad_row_fails_its_stage_call_and_loses_nothing_staged(lake):
 def test_unknown_table_is_refused(lake):
     with pytest.raises(KeyError, match="unknown table"):
         lake.write("nope", [])
+
+
+def test_opening_a_lake_creates_what_is_missing_in_one_snapshot_and_adds_new_columns(tmp_path):
+    from sleeptime.storage.lake import ALIAS, SCHEMAS
+
+    lake = Lake(tmp_path / "lake")
+    with lake.cursor() as cur:
+        # Every table of both schemas came from one catalog commit (plus the catalog's own first one).
+        assert cur.execute(f"SELECT count(*) FROM {ALIAS}.snapshots()").fetchone()[0] <= 2
+        cur.execute(f"ALTER TABLE {ALIAS}.main.variants DROP COLUMN completion_tokens")
+        snapshots = cur.execute(f"SELECT count(*) FROM {ALIAS}.snapshots()").fetchone()[0]
+    Lake.close_all()
+
+    reopened = Lake(tmp_path / "lake")
+    with reopened.cursor() as cur:
+        columns = {r[0] for r in cur.execute(f"DESCRIBE {ALIAS}.main.variants").fetchall()}
+        assert columns == {f.name for f in SCHEMAS["variants"]}  # the dropped column is back
+        assert cur.execute(f"SELECT count(*) FROM {ALIAS}.snapshots()").fetchone()[0] == snapshots + 1
+    Lake.close_all()
+
+    with Lake(tmp_path / "lake").cursor() as cur:  # nothing missing: no new snapshot
+        assert cur.execute(f"SELECT count(*) FROM {ALIAS}.snapshots()").fetchone()[0] == snapshots + 1
+    Lake.close_all()
