@@ -52,8 +52,12 @@ browser:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 # SLEEPTIME_REQUIRE_LOCAL_LLM: the SmolLM2 tests fail instead of skipping when the extra is missing.
+# Two pytest-xdist workers, a test module each at a time (module fixtures are built once): the
+# end-to-end tests wait on subprocesses and servers about half the time, so two overlap well on
+# 2 cores (24.5 min in one process, 12.8 in two). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: install-test local-llm browser
-	SLEEPTIME_REQUIRE_LOCAL_LLM=1 $(BIN)/python -m pytest -q $(ARGS)
+	SLEEPTIME_REQUIRE_LOCAL_LLM=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope $(ARGS)
 
 clean:
 	rm -rf out .pytest_cache

@@ -58,9 +58,13 @@ def local_ray_settings() -> Iterator[None]:
 
 
 def start_local_ray(num_cpus: int, **kwargs: Any) -> None:
-    """A single-node Ray on loopback for this process (the default when no ray_address is set)."""
+    """A single-node Ray on loopback for this process (the default when no ray_address is set).
+
+    Always a new one (address "local"): with no address Ray would join whatever cluster RAY_ADDRESS
+    or the last ``ray start`` on this machine names, and then refuse num_cpus. A run joins a
+    cluster only when ray_address says so (``auto`` included)."""
     with local_ray_settings():
-        ray.init(num_cpus=num_cpus, **kwargs)
+        ray.init(address="local", num_cpus=num_cpus, **kwargs)
 
 
 def worker_slots() -> list[str]:

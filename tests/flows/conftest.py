@@ -1,6 +1,8 @@
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,14 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="session")
+def prefect_api_url(prefect_harness) -> str:
+    """The test harness's Prefect API: a real server, shared with the runs tests start as processes."""
+    from prefect.settings import get_current_settings
+
+    return str(get_current_settings().api.url)
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +93,27 @@ class Pipeline:
 
         lake = Lake(self.out / "lake")
         return {t: lake.read(t).num_rows for t in ("contexts", "queries", "variants", "answers", "policies", "runs")}
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def spawn_run(p: Pipeline, tmp_path: Path, *args: str, api_url: str | None, env: dict[str, str] | None = None,
+              capture: bool = False) -> subprocess.Popen:
+    """``sleeptime run`` on ``p``'s config as its own process, in a new session (so that
+    ``kill_session`` reaches everything it starts). With ``api_url`` it reports to that Prefect
+    server (the harness's: about 10 s less than starting an ephemeral one each time); without,
+    it starts its own ephemeral server as a run on a bare machine does."""
+    env = {**(env if env is not None else os.environ), "PREFECT_HOME": str(tmp_path / "prefect-home"),
+           "PYTHONUNBUFFERED": "1"}
+    env.pop("PREFECT_API_URL", None)
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, "-m", "sleeptime.cli", "run", "--config", str(p.config), *args], cwd=ROOT, env=env,
+        stdout=out, stderr=subprocess.STDOUT if capture else subprocess.DEVNULL, text=True, start_new_session=True,
+    )
 
 
 def dump(obj) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from sleeptime.dataset import generate_corpus, load_corpus, write_project_jsonl
-from tests.flows.conftest import Pipeline, kill_session
+from tests.flows.conftest import Pipeline, kill_session, spawn_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,15 +32,10 @@ def _lake_rows(p: Pipeline) -> dict[str, int]:
     return counts
 
 
-def test_sigkill_midway_then_rerun_gives_exactly_the_rows_of_a_clean_run(pipeline, tmp_path):
+def test_sigkill_midway_then_rerun_gives_exactly_the_rows_of_a_clean_run(pipeline, prefect_api_url, tmp_path):
     crashed = Pipeline(tmp_path / "crashed", contexts=12, seed=8)
     crashed.write_config(shard_size=1)
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PYTHONUNBUFFERED": "1"}
-    env.pop("PREFECT_API_URL", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sleeptime.cli", "run", "--config", str(crashed.config)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
+    proc = spawn_run(crashed, tmp_path, api_url=prefect_api_url)
     from sleeptime.storage import Lake
 
     staged = Lake(crashed.out / "lake", read_only=True)

@@ -4,8 +4,6 @@ never crashed, and the published warehouse must be a whole snapshot at every mom
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,19 +11,9 @@ import pytest
 
 from sleeptime import _failpoints
 from sleeptime.dataset import write_demo_corpus
-from tests.flows.conftest import Pipeline, kill_session
+from tests.flows.conftest import Pipeline, kill_session, spawn_run
 from tests.flows.test_crash_and_readers import _keys, _lake_rows
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _spawn_run(p: Pipeline, tmp_path: Path, **env_extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PYTHONUNBUFFERED": "1", **env_extra}
-    env.pop("PREFECT_API_URL", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "sleeptime.cli", "run", "--config", str(p.config)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
 
 
 def _published_state(p: Pipeline) -> tuple[tuple[int, int], int, int]:
@@ -54,47 +42,79 @@ def clean_history(prefect_harness, ray_session, tmp_path_factory):
     return _keys(clean), _lake_rows(clean)
 
 
+def _kill_at(p: Pipeline, tmp_path: Path, api_url: str, point: str) -> None:
+    proc = spawn_run(p, tmp_path, api_url=api_url, env={**os.environ, _failpoints.ENV: point})
+    try:
+        assert proc.wait(timeout=300) == -signal.SIGKILL, f"the run was not killed at {point}"
+    finally:
+        kill_session(proc.pid)
+
+
+def _statuses(p: Pipeline) -> list[str]:
+    from sleeptime.storage import Lake
+
+    return sorted(r["status"] for r in Lake(p.out / "lake", read_only=True).read("runs").to_pylist())
+
+
+def _assert_as_if_never_crashed(p: Pipeline, clean_history) -> None:
+    keys, lake_rows = clean_history
+    assert _keys(p) == keys
+    assert _lake_rows(p) == lake_rows
+    assert not list((p.out / "warehouse").glob(".candidate-*")), "crashed candidates are cleaned up"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("point", _failpoints.POINTS)
-def test_sigkill_during_publish_leaves_the_old_snapshot_and_the_rerun_completes_it(clean_history, tmp_path, point):
+def test_sigkill_at_each_point_before_the_switch_leaves_the_old_snapshot_and_a_rerun_completes_it(
+        clean_history, prefect_api_url, tmp_path):
+    """Killed at every publish point up to the warehouse switch, one after another on one output:
+    each rerun resumes the staged work with no model call and is killed at the next point."""
     crashed = Pipeline(tmp_path / "crashed", contexts=4, seed=8)
     crashed.run()
     before = _published_state(crashed)
     write_demo_corpus(crashed.corpus, contexts=6, seed=8)
 
-    proc = _spawn_run(crashed, tmp_path, **{_failpoints.ENV: point})
-    try:
-        assert proc.wait(timeout=300) == -signal.SIGKILL, "the run was not killed at the failpoint"
-    finally:
-        kill_session(proc.pid)
-
-    from sleeptime.storage import Lake
-
-    committed = point in (_failpoints.PUBLISH_BEFORE_SWAP, _failpoints.PUBLISH_AFTER_SWAP)
-    runs = {r["run_id"]: r["status"] for r in Lake(crashed.out / "lake", read_only=True).read("runs").to_pylist()}
-    if point == _failpoints.PUBLISH_AFTER_SWAP:
-        # The switch happened: readers see the new snapshot, and the lake says so.
-        assert _published_state(crashed)[1:] == (6, 12)
-        assert sorted(runs.values()) == ["published", "published"]
-    else:
-        # Readers still see the last whole snapshot: the same file, the same counts.
-        assert _published_state(crashed) == before
-        # The lake holds the run as published only if its commit happened (the warehouse lags).
-        assert sorted(runs.values()) == (["published", "published"] if committed else ["published"])
-        assert _staged_rows(crashed) == (0 if committed else 4), "uncommitted work waits in staging"
+    points = [p for p in _failpoints.POINTS if p != _failpoints.PUBLISH_AFTER_SWAP]
+    assert points[-1] == _failpoints.PUBLISH_BEFORE_SWAP
+    for i, point in enumerate(points):
+        _kill_at(crashed, tmp_path, prefect_api_url, point)
+        committed = point == _failpoints.PUBLISH_BEFORE_SWAP
+        # Readers still see the last whole snapshot. The file is the same one after the first
+        # kill; later runs' recovery applied the "interrupted" row the previous one committed.
+        state = _published_state(crashed)
+        assert state[1:] == before[1:] and (i > 0 or state == before), point
+        # The lake holds the run as published only if its commit happened (the warehouse lags);
+        # the next run's recovery gave the first killed run's staged rows an "interrupted" row.
+        expected = ["published"] + (["interrupted"] if i else []) + (["published"] if committed else [])
+        assert _statuses(crashed) == sorted(expected), point
+        assert _staged_rows(crashed) == (0 if committed else 4), f"{point}: uncommitted work waits in staging"
 
     resumed = crashed.run()
     assert resumed.status == "published" and resumed.counters.calls == 0  # nothing recomputed
+    assert resumed.extra["recovered"]["warehouse_rows_caught_up"] > 0
     assert _published_state(crashed)[1:] == (6, 12)
-    if point == _failpoints.PUBLISH_BEFORE_SWAP:
-        assert resumed.extra["recovered"]["warehouse_rows_caught_up"] > 0
-    statuses = sorted(r["status"] for r in Lake(crashed.out / "lake", read_only=True).read("runs").to_pylist())
-    # Truthful history: the killed run is published if its commit happened, else interrupted.
-    assert statuses == ["published"] * 3 if committed else ["interrupted", "published", "published"]
-    keys, lake_rows = clean_history
-    assert _keys(crashed) == keys
-    assert _lake_rows(crashed) == lake_rows
-    assert not list((crashed.out / "warehouse").glob(".candidate-*")), "crashed candidates are cleaned up"
+    # Truthful history: the first killed run is interrupted, the one killed after its commit published.
+    assert _statuses(crashed) == ["interrupted", "published", "published", "published"]
+    _assert_as_if_never_crashed(crashed, clean_history)
+
+
+@pytest.mark.slow
+def test_sigkill_after_the_switch_leaves_the_new_snapshot_and_a_rerun_changes_nothing(
+        clean_history, prefect_api_url, tmp_path):
+    crashed = Pipeline(tmp_path / "crashed", contexts=4, seed=8)
+    crashed.run()
+    write_demo_corpus(crashed.corpus, contexts=6, seed=8)
+
+    _kill_at(crashed, tmp_path, prefect_api_url, _failpoints.PUBLISH_AFTER_SWAP)
+    # The switch happened: readers see the new snapshot, and the lake says so.
+    assert _published_state(crashed)[1:] == (6, 12)
+    assert _statuses(crashed) == ["published", "published"]
+    assert _staged_rows(crashed) == 0
+
+    resumed = crashed.run()
+    assert resumed.status == "published" and resumed.counters.calls == 0
+    assert _published_state(crashed)[1:] == (6, 12)
+    assert _statuses(crashed) == ["published"] * 3
+    _assert_as_if_never_crashed(crashed, clean_history)
 
 
 def _model_workers(session: int) -> list[int]:
@@ -115,13 +135,13 @@ def _model_workers(session: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_sigkill_of_a_ray_worker_mid_run_is_survived(clean_history, tmp_path):
+def test_sigkill_of_a_ray_worker_mid_run_is_survived(clean_history, prefect_api_url, tmp_path):
     crashed = Pipeline(tmp_path / "crashed", contexts=4, seed=8)
     crashed.run()
     write_demo_corpus(crashed.corpus, contexts=6, seed=8)
     crashed.write_config(shard_size=1)
 
-    proc = _spawn_run(crashed, tmp_path)
+    proc = spawn_run(crashed, tmp_path, api_url=prefect_api_url)
     killed = None
     deadline = time.monotonic() + 240
     try:
@@ -140,6 +160,4 @@ def test_sigkill_of_a_ray_worker_mid_run_is_survived(clean_history, tmp_path):
         assert proc.wait(timeout=300) == 0, "the run did not survive the lost worker"
     finally:
         kill_session(proc.pid)
-    keys, lake_rows = clean_history
-    assert _keys(crashed) == keys
-    assert _lake_rows(crashed) == lake_rows
+    _assert_as_if_never_crashed(crashed, clean_history)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sleeptime.testing.fake_openai import FakeOpenAIServer, FaultConfig
-from tests.flows.conftest import Pipeline, kill_session
+from tests.flows.conftest import Pipeline, kill_session, spawn_run
 from tests.flows.test_crash_and_readers import _keys
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,13 +68,6 @@ def _fake_model(base_url: str) -> dict:
 
 def _use(p: Pipeline, server: FakeOpenAIServer) -> None:
     p.write_config(models={"fake": _fake_model(server.base_url)}, sleep_model="fake", test_model="fake")
-
-
-def _spawn(p: Pipeline, cluster: LoopbackCluster) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "sleeptime.cli", "run", "--config", str(p.config), "--ray-address", cluster.address],
-        cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 300) -> str:
@@ -130,7 +123,7 @@ def test_joining_a_cluster_leaves_its_ray_settings_alone(cluster, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_run_on_an_authenticated_cluster_survives_losing_a_worker_node(pipeline, cluster, tmp_path):
+def test_a_run_on_an_authenticated_cluster_survives_losing_a_worker_node(pipeline, prefect_api_url, cluster, tmp_path):
     with FakeOpenAIServer(FaultConfig(latency_s=0.25)) as server:
         _use(pipeline, server)
         pipeline.run()  # the clean run: this process's own local Ray
@@ -139,7 +132,8 @@ def test_a_run_on_an_authenticated_cluster_survives_losing_a_worker_node(pipelin
 
         lost = Pipeline(tmp_path / "lost", contexts=4, seed=3)
         _use(lost, server)
-        proc = _spawn(lost, cluster)
+        proc = spawn_run(lost, tmp_path, "--ray-address", cluster.address, api_url=prefect_api_url, env=cluster.env,
+                         capture=True)
         deadline = time.monotonic() + 240
         while server.stats()["requests"] < clean_requests // 3 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)

@@ -1,6 +1,5 @@
 """One writer per output folder: a second run exits 75 before any model call, or waits with --wait."""
 
-import os
 import subprocess
 import sys
 import time
@@ -9,9 +8,8 @@ from pathlib import Path
 import pytest
 
 from sleeptime.storage.lock import EXIT_LOCKED, OutputLock, OutputLocked
-from tests.flows.conftest import Pipeline, kill_session
+from tests.flows.conftest import Pipeline, kill_session, spawn_run
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_lock_names_its_holder_and_is_released_by_the_os(tmp_path):
@@ -32,24 +30,16 @@ def test_the_lock_names_its_holder_and_is_released_by_the_os(tmp_path):
         pass
 
 
-def _spawn(p: Pipeline, tmp_path: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PYTHONUNBUFFERED": "1"}
-    env.pop("PREFECT_API_URL", None)
-    return subprocess.Popen([sys.executable, "-m", "sleeptime.cli", "run", "--config", str(p.config), *extra],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-
-
 @pytest.mark.slow
-def test_two_runs_on_one_output_folder_one_publishes_the_other_exits_75(prefect_harness, tmp_path):
+def test_two_runs_on_one_output_folder_one_publishes_the_other_exits_75(prefect_api_url, tmp_path):
     p = Pipeline(tmp_path / "p", contexts=4, seed=5)
-    first = _spawn(p, tmp_path)
+    first = spawn_run(p, tmp_path, api_url=prefect_api_url, capture=True)
     try:
         deadline = time.monotonic() + 120
         while not (p.out / ".sleeptime.lock.json").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert (p.out / ".sleeptime.lock.json").exists(), "the first run never took the lock"
-        second = _spawn(p, tmp_path)
+        second = spawn_run(p, tmp_path, api_url=prefect_api_url, capture=True)
         out, _ = second.communicate(timeout=120)
         assert second.returncode == EXIT_LOCKED, out
         out = " ".join(out.split())  # the console wraps long lines
@@ -65,7 +55,7 @@ def test_two_runs_on_one_output_folder_one_publishes_the_other_exits_75(prefect_
     assert p.count("SELECT count(*) FROM runs WHERE status = 'published'") == 1
     # A run that waits instead queues behind a holder and then runs.
     with OutputLock(p.out, "r-manual"):
-        waiting = _spawn(p, tmp_path, "--wait")
+        waiting = spawn_run(p, tmp_path, "--wait", api_url=prefect_api_url, capture=True)
         time.sleep(3)
         assert waiting.poll() is None, "a --wait run must queue, not exit"
     out, _ = waiting.communicate(timeout=600)
