@@ -18,8 +18,8 @@ from sleeptime.pipeline import RunSummary, new_run_id
 from sleeptime.storage.lock import OutputLock
 from tasks.corpus import ingest
 from tasks.local_models import LocalModels
-from tasks.model_work import advance_when_done, sleep_shard, answer_shard
-from tasks.plan import plan_sleep, plan_test
+from tasks.model_work import advance_when_done, answer_shard, sleep_shard, spent_usd
+from tasks.plan import Planned, estimate_cost, plan_sleep, plan_test
 from tasks.publish import record_failed, recover_output, validate_and_publish, validate_full_task, warm_up_gate
 from tasks.ray_pool import RayPool
 from tasks.report import write_report_task
@@ -49,8 +49,10 @@ def _locked(config, run_id: str, started: datetime, t0: float, do_sleep: bool, d
             do_report: bool) -> RunSummary:
     recovered = recover_output(config)
     ingested = ingest(config, run_id)
+    estimator, estimate = estimate_cost(config, ingested, do_sleep, do_test)
     sleep_outcomes, test_outcomes = [], []
-    sleep_shards = plan_sleep(config, ingested) if do_sleep else []
+    sleep_plan = plan_sleep(config, ingested, estimator) if do_sleep else Planned([])
+    sleep_shards = sleep_plan.shards
     with LocalModels(config) as local, RayPool(config) as pool:
         if sleep_shards:
             warm_up_gate()  # there will be a delta to validate
@@ -58,7 +60,8 @@ def _locked(config, run_id: str, started: datetime, t0: float, do_sleep: bool, d
             pool.ensure_started()
             futures = [sleep_shard.submit(i, s, config, run_id, pool) for i, s in enumerate(sleep_shards)]
             sleep_outcomes = advance_when_done(futures, "sleep time", [len(s) for s in sleep_shards])
-        test_shards = plan_test(config, ingested) if do_test else []
+        test_plan = plan_test(config, ingested, estimator, spent_usd(sleep_outcomes)) if do_test else Planned([])
+        test_shards = test_plan.shards
         if test_shards:
             warm_up_gate()
             local.ensure(config.test_model)
@@ -66,7 +69,7 @@ def _locked(config, run_id: str, started: datetime, t0: float, do_sleep: bool, d
             futures = [answer_shard.submit(i, s, config, run_id, pool) for i, s in enumerate(test_shards)]
             test_outcomes = advance_when_done(futures, "test time", [len(s) for s in test_shards])
     summary = summarize(run_id, started, config, ingested, sleep_outcomes, test_outcomes, time.perf_counter() - t0,
-                        pool.cluster)
+                        pool.cluster, estimate, {"sleep": sleep_plan.deferred, "test": test_plan.deferred})
     if recovered["warehouse_rows_caught_up"] or recovered["interrupted_runs"]:
         summary.extra["recovered"] = recovered
     if summary.failure_rate > config.max_failure_rate:

@@ -99,11 +99,15 @@ def run(
     ray_address: Annotated[Optional[str], typer.Option(help="Join this Ray cluster instead of starting a local one.")] = None,
     quiet: Annotated[bool, typer.Option(help="Hide Prefect's console logs (they still reach the Prefect API).")] = True,
     wait: Annotated[bool, typer.Option(help="If another run holds the output folder, wait for it instead of exiting with code 75.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what the run would compute and its estimated cost; no model call, nothing written.")] = False,
 ) -> None:
     """The main job: refresh + evaluate + publish through Prefect and Ray; prints the run summary
     and the accuracy/tokens table from the published warehouse."""
     cfg = _load_config(config, corpus=corpus, output_dir=output_dir, max_contexts=max_contexts, workers=workers,
                        shard_size=shard_size, ray_address=ray_address)
+    if dry_run:
+        print_dry_run(cfg)
+        return
     if quiet:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from flows.pipeline import RunFailed
@@ -150,6 +154,34 @@ def run(
     if summary.failures:
         console.print(f"[yellow]{len(summary.failures)} items failed (within max_failure_rate); they are in "
                       "failures_open and the next run retries them[/yellow]")
+
+
+def print_dry_run(cfg) -> None:
+    """The corpus diff and the cost estimate of the run ``cfg`` describes, from a read-only view
+    of its lake (an empty scratch lake when there is none yet: every estimate is then an upper bound)."""
+    import tempfile
+
+    from sleeptime.estimate import dry_run
+    from sleeptime.storage import Lake
+
+    with tempfile.TemporaryDirectory(prefix="sleeptime-dry-run-") as scratch:
+        if (cfg.lake_dir / "catalog.sqlite").exists() or cfg.lake.catalog is not None:
+            lake = Lake(cfg.lake_dir, catalog=cfg.lake.catalog, data_path=cfg.lake.data_path, s3=cfg.lake.s3, read_only=True)
+        else:
+            console.print(f"no lake at {cfg.lake_dir} yet: planning against an empty one", markup=False)
+            lake = Lake(Path(scratch) / "lake")
+        try:
+            diff, estimate = dry_run(lake, cfg)
+        finally:
+            Lake.close_all()
+    c = diff.counts()
+    console.print(f"dry run (no model call, nothing written): contexts {c['new']} new, {c['changed']} changed, "
+                  f"{c['unchanged']} unchanged, {c['removed']} removed", markup=False)
+    for line in estimate.lines():
+        console.print(line, markup=False)
+    if cfg.max_cost_usd is not None and estimate.cost_usd > cfg.max_cost_usd:
+        console.print(f"max_cost_usd ${cfg.max_cost_usd:.4f} is below the estimate: the run would do the work that "
+                      "fits and defer the rest to the next run", markup=False)
 
 
 def print_warehouse_table(path: Path) -> None:

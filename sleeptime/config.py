@@ -144,6 +144,9 @@ class RunConfig(BaseModel):
     # attempted. Up to this, the run publishes what succeeded and the next run retries the rest;
     # above it, the run fails without publishing (the finished shards stay staged for the rerun).
     max_failure_rate: float = Field(default=0.01, ge=0, le=1)
+    # A spend cap per run, in USD, on the estimate of each job (sleeptime/estimate.py): work is
+    # admitted in plan order while it fits, the rest is deferred whole to the next run. None: no cap.
+    max_cost_usd: float | None = Field(default=None, ge=0)
 
     @field_validator("sleep_budgets", "test_budgets")
     @classmethod

@@ -62,11 +62,13 @@ class IngestResult:
     source: str
     staged: int = 0
     parsed_lines: int = 0
+    unstaged: dict[str, pa.Table] = field(default_factory=dict)  # ingest(stage=False): what it would stage
 
 
 def ingest_corpus(lake: Lake, run_id: str, corpus: str | Path, fmt: str = "auto",
-                  max_contexts: int | None = None) -> IngestResult:
-    """Load the corpus, diff it against the lake by content hash, and stage what is new.
+                  max_contexts: int | None = None, stage: bool = True) -> IngestResult:
+    """Load the corpus, diff it against the lake by content hash, and stage what is new
+    (with ``stage=False``, return it in ``unstaged`` instead: a dry run writes nothing).
 
     A project-format JSONL corpus is read line by line and a line whose sha256 matches the
     ``row_hash`` of a current context is skipped unparsed; other formats are loaded whole. The
@@ -136,8 +138,12 @@ def ingest_corpus(lake: Lake, run_id: str, corpus: str | Path, fmt: str = "auto"
                    SELECT 1 FROM quarantine q WHERE q.source = i.source AND q.location = i.location
                    AND q.reason = i.reason)"""
         ).to_arrow_table()
+    parsed_lines = len(rows) + len(loaded.quarantined)
+    if not stage:
+        unstaged = {"contexts": as_arrow("contexts", contexts), "queries": queries}
+        return IngestResult(diff, rows, loaded.quarantined, loaded.source, 0, parsed_lines, unstaged)
     staged = lake.stage("contexts", contexts) + lake.stage("queries", queries) + lake.stage("quarantine", quarantine)
-    return IngestResult(diff, rows, loaded.quarantined, loaded.source, staged, len(rows) + len(loaded.quarantined))
+    return IngestResult(diff, rows, loaded.quarantined, loaded.source, staged, parsed_lines)
 
 
 # --- plan ------------------------------------------------------------------------------------
@@ -227,10 +233,10 @@ def _wanted_variants(idx: duckdb.DuckDBPyConnection, config: RunConfig) -> Sleep
     return allocation
 
 
-def pending_sleep_jobs(lake: Lake, config: RunConfig) -> list[SleepJob]:
+def pending_sleep_jobs(lake: Lake, config: RunConfig, overlay: dict[str, pa.Table] | None = None) -> list[SleepJob]:
     """Every allocated (current context, budget, sample) whose variant is in neither the lake nor staging."""
     budgets = {b.name: b for b in config.sleep_budgets}
-    with lake_index(lake) as idx:
+    with lake_index(lake, overlay) as idx:
         _wanted_variants(idx, config)
         rows = _dicts(idx.execute(
             """SELECT w.* FROM wanted_variants w
@@ -307,7 +313,8 @@ ORDER BY v.variant_id, v.run_id DESC
 """
 
 
-def pending_test_jobs(lake: Lake, config: RunConfig) -> tuple[list[AnswerJob], int]:
+def pending_test_jobs(lake: Lake, config: RunConfig,
+                      overlay: dict[str, pa.Table] | None = None) -> tuple[list[AnswerJob], int]:
     """(Every labeled query x (raw context and each current variant) x test budget not answered
     yet, plus the extra raw samples of pass@k; the number of current variants)."""
     budgets = {t.name: t for t in config.test_budgets}
@@ -316,7 +323,7 @@ def pending_test_jobs(lake: Lake, config: RunConfig) -> tuple[list[AnswerJob], i
     ]
     tb = pa.table({"test_budget": [g[0] for g in grid], "sample_index": pa.array([g[1] for g in grid], pa.int32()),
                    "raw_only": [g[2] for g in grid]})
-    with lake_index(lake) as idx:
+    with lake_index(lake, overlay) as idx:
         _wanted_variants(idx, config)
         idx.register("tb", tb)
         plan_variants = idx.execute(_CURRENT_VARIANTS).to_arrow_table()
@@ -451,7 +458,21 @@ class RunSummary:
             f"failures: {len(self.failures)} of {self.items_attempted} items ({self.failure_rate:.1%})"
             + "".join(f"; {n} x {r}" for r, n in self.failure_reasons().items())
             + f"; time {self.seconds:.1f}s",
+            *self._spend(),
         ]
+
+    def _spend(self) -> list[str]:
+        estimate, deferred = self.extra.get("estimate"), self.extra.get("deferred")
+        out = []
+        if deferred:
+            out.append(f"deferred by max_cost_usd ${deferred['max_cost_usd']:.4f}: {deferred['sleep']} sleep and "
+                       f"{deferred['test']} test jobs; the next run does them")
+        if estimate and estimate["calls"]:
+            actual = self.counters.cost_usd
+            error = f" (estimate error {(estimate['cost_usd'] - actual) / actual:+.1%})" if actual and not deferred else ""
+            out.append(f"cost: estimated ${estimate['cost_usd']:.4f} for {estimate['calls']} calls before the run, "
+                       f"spent ${actual:.4f}{error}")
+        return out
 
     def _where(self) -> str:
         ray = self.extra.get("ray")

@@ -40,6 +40,11 @@ class ShardOutcome:
     attempts: int = 1  # more than 1: the shard was sent again after its worker was lost
 
 
+def spent_usd(outcomes: list[ShardOutcome]) -> float:
+    """What the shards' model calls cost (cache hits are free)."""
+    return sum(o.counters.cost_usd for o in outcomes)
+
+
 def _run_shard(stage: str, index: int, jobs: list, config: RunConfig, run_id: str, pool: RayPool) -> ShardOutcome:
     """Send one shard to a Ray actor, stage its rows (and failures) at once, and account for it."""
     model, table, to_record = (

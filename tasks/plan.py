@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from sleeptime.compute import SleepJob, AnswerJob
 from sleeptime.config import RunConfig
+from sleeptime.estimate import CostEstimate, Estimator, admit_within, estimate_pending
 from sleeptime.pipeline import pending_sleep_jobs, pending_test_jobs, shard
 from tasks.corpus import Ingested
 
 J = TypeVar("J", SleepJob, AnswerJob)
+
+
+@dataclass
+class Planned(Generic[J]):
+    shards: list[list[J]]
+    deferred: int = 0  # jobs past max_cost_usd, left for the next run
 
 
 def _by_context(jobs: list[J], shard_size: int) -> list[list[J]]:
@@ -24,19 +32,48 @@ def _by_context(jobs: list[J], shard_size: int) -> list[list[J]]:
     return [[j for g in chunk for j in g] for chunk in shard(list(groups.values()), shard_size)]
 
 
+@task(name="estimate-cost", cache_policy=NO_CACHE)
+def estimate_cost(config: RunConfig, ingested: Ingested, do_sleep: bool, do_test: bool) -> tuple[Estimator, CostEstimate]:
+    """What the run's pending work should cost, before any call (stored beside the actual cost)."""
+    estimator, estimate = estimate_pending(config.open_lake(), config, do_sleep, do_test)
+    get_run_logger().info("estimate: %d calls, $%.4f", estimate.calls, estimate.cost_usd)
+    return estimator, estimate
+
+
+def _deferred(stage: str, admitted: int, deferred: int, budget_usd: float | None) -> None:
+    if deferred:
+        get_run_logger().warning("%s: %d jobs deferred to the next run (max_cost_usd: $%.4f left for this stage; "
+                                 "%d admitted)", stage, deferred, budget_usd or 0.0, admitted)
+
+
 @task(name="plan-sleep", cache_policy=NO_CACHE)
-def plan_sleep(config: RunConfig, ingested: Ingested) -> list[list[SleepJob]]:
-    """Sleep jobs for every configured budget and sample whose variant does not exist yet."""
+def plan_sleep(config: RunConfig, ingested: Ingested, estimator: Estimator | None = None) -> Planned[SleepJob]:
+    """Sleep jobs for every configured budget and sample whose variant does not exist yet, within
+    max_cost_usd by their estimates."""
     jobs = pending_sleep_jobs(config.open_lake(), config)
+    budget_usd = config.max_cost_usd
+    if estimator is not None and budget_usd is not None:
+        jobs, deferred = admit_within(jobs, estimator.sleep_usd, budget_usd)
+        _deferred("sleep time", len(jobs), len(deferred), budget_usd)
+    else:
+        deferred = []
     shards = _by_context(jobs, config.shard_size)
     get_run_logger().info("sleep time: %d jobs in %d shards of up to %d contexts", len(jobs), len(shards), config.shard_size)
-    return shards
+    return Planned(shards, len(deferred))
 
 
 @task(name="plan-test", cache_policy=NO_CACHE)
-def plan_test(config: RunConfig, ingested: Ingested) -> list[list[AnswerJob]]:
-    """Test jobs (raw context and every current variant, every test budget) not answered yet."""
+def plan_test(config: RunConfig, ingested: Ingested, estimator: Estimator | None = None,
+              spent_usd: float = 0.0) -> Planned[AnswerJob]:
+    """Test jobs (raw context and every current variant, every test budget) not answered yet,
+    within what max_cost_usd leaves after ``spent_usd`` (sleep time), by their estimates."""
     jobs, n_variants = pending_test_jobs(config.open_lake(), config)
+    budget_usd = None if config.max_cost_usd is None else max(config.max_cost_usd - spent_usd, 0.0)
+    if estimator is not None and budget_usd is not None:
+        jobs, deferred = admit_within(jobs, estimator.answer_usd, budget_usd)
+        _deferred("test time", len(jobs), len(deferred), budget_usd)
+    else:
+        deferred = []
     shards = _by_context(jobs, config.shard_size)
     get_run_logger().info("test time: %d jobs in %d shards (%d current variants)", len(jobs), len(shards), n_variants)
-    return shards
+    return Planned(shards, len(deferred))

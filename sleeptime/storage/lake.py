@@ -451,17 +451,23 @@ INDEX_TABLES = ("contexts", "queries", "variants", "answers", "quarantine", "pol
 
 
 @contextmanager
-def lake_index(lake: Lake) -> Iterator[duckdb.DuckDBPyConnection]:
+def lake_index(lake: Lake, overlay: dict[str, pa.Table] | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """A cursor with temporary views of the lake as the next publish will see it (main + staging).
 
     The lake, not the published warehouse, is the truth: work staged before a crash, or
-    committed just before one, must not be redone.
+    committed just before one, must not be redone. ``overlay`` adds rows that are in no table
+    (what an ingest would stage), so a dry run plans exactly as the run would, writing nothing.
     """
+    overlay = overlay or {}
     with lake.cursor() as cur:
         for table in INDEX_TABLES:
+            extra = ""
+            if table in overlay:
+                cur.register(f"_overlay_{table}", overlay[table])
+                extra = f" UNION ALL BY NAME SELECT * FROM _overlay_{table}"
             cur.execute(
                 f"CREATE OR REPLACE TEMP VIEW {table} AS SELECT * FROM {ALIAS}.{MAIN}.{table} "
-                f"UNION ALL BY NAME SELECT * FROM {ALIAS}.{STAGING}.{table}"
+                f"UNION ALL BY NAME SELECT * FROM {ALIAS}.{STAGING}.{table}{extra}"
             )
         # The service's log: published rows only (spooled rows are committed by the next publish).
         cur.execute(f"CREATE OR REPLACE TEMP VIEW query_log AS SELECT * FROM {ALIAS}.{MAIN}.query_log")

@@ -1,0 +1,260 @@
+"""What a run will spend before it spends: calls, tokens and USD per stage and model.
+
+The planner's own pending work (the same SQL a run uses) is priced job by job:
+
+- prompt tokens: the job's real prompt counted with cl100k, times the ratio between what the
+  provider reported and what cl100k counts for the same prompts in this lake's history (its
+  tokenizer is not ours); a test-time prompt whose c' does not exist yet counts the mean length of
+  that budget's c' so far;
+- completion tokens: the mean this model wrote at this budget before (per stage; test time apart
+  with and without c'), or the budget's ``max_tokens`` when there is no history (an upper bound);
+- USD: the model's price (sleeptime.model.price), as the run will bill it.
+
+``max_cost_usd`` uses the same prices: work is admitted in plan order while its estimate fits, the
+rest is deferred whole to the next run (never half-paid).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sleeptime.compute import AnswerJob, SleepJob
+from sleeptime.config import RunConfig
+from sleeptime.domain import AnswerBudget, Context, Query, Usage
+from sleeptime.model import price
+from sleeptime.model._gateway import count_message_tokens
+from sleeptime.pipeline import CorpusDiff, ingest_corpus, pending_sleep_jobs, pending_test_jobs
+from sleeptime.prompts import answer_messages, sleep_messages
+from sleeptime.storage import Lake
+from sleeptime.storage.lake import lake_index
+from sleeptime.tokens import count_tokens
+
+J = TypeVar("J")
+SAMPLE_ROWS = 200  # recent rows per (stage, model) rebuilt to measure the provider's tokenizer ratio
+
+
+@dataclass(frozen=True)
+class FutureAnswer:
+    """A test-time job on a c' this run has yet to make (its sleep job is pending)."""
+
+    context: Context
+    query: Query
+    budget: AnswerBudget
+    sleep_budget: str
+
+
+@dataclass(frozen=True)
+class StageEstimate:
+    stage: str  # "sleep" or "test"
+    model: str
+    calls: int
+    prompt_tokens: float
+    completion_tokens: float
+    cost_usd: float
+    calibrated: bool  # token counts from this lake's history (False: cl100k and max_tokens, an upper bound)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "model": self.model, "calls": self.calls,
+                "prompt_tokens": round(self.prompt_tokens), "completion_tokens": round(self.completion_tokens),
+                "cost_usd": self.cost_usd, "calibrated": self.calibrated}
+
+
+@dataclass
+class CostEstimate:
+    stages: list[StageEstimate] = field(default_factory=list)
+
+    @property
+    def calls(self) -> int:
+        return sum(s.calls for s in self.stages)
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(s.cost_usd for s in self.stages)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"cost_usd": self.cost_usd, "calls": self.calls, "stages": [s.as_dict() for s in self.stages]}
+
+    def lines(self) -> list[str]:
+        out = [f"{'stage':<6} {'model':<20} {'calls':>7} {'prompt tok':>11} {'completion tok':>15} {'USD':>10}  basis"]
+        for s in self.stages:
+            basis = "this lake's history" if s.calibrated else "no history: cl100k, max_tokens (upper bound)"
+            out.append(f"{s.stage:<6} {s.model:<20} {s.calls:>7} {s.prompt_tokens:>11,.0f} "
+                       f"{s.completion_tokens:>15,.0f} {s.cost_usd:>10.4f}  {basis}")
+        out.append(f"total: {self.calls} calls, estimated ${self.cost_usd:.4f}")
+        return out
+
+
+@dataclass
+class _History:
+    sleep_completion: dict[tuple[str, str], float]  # (model, sleep budget) -> mean completion tokens
+    test_completion: dict[tuple[str, str, bool], float]  # (model, test budget, with c') -> mean
+    prompt_ratio: dict[tuple[str, str], float]  # (stage, model) -> provider tokens / cl100k tokens
+    cprime_tokens: dict[tuple[str, str], float]  # (model, sleep budget) -> mean cl100k tokens of c'
+
+
+def _history(lake: Lake, config: RunConfig, overlay: dict | None) -> _History:
+    verbosity = {t.name: t.verbosity for t in config.test_budgets}
+    with lake_index(lake, overlay) as idx:
+        sleep_completion = {(m, b): float(n) for m, b, n in idx.execute(
+            "SELECT model, sleep_budget, avg(completion_tokens) FROM variants GROUP BY ALL").fetchall()}
+        test_completion = {(m, b, bool(w)): float(n) for m, b, w, n in idx.execute(
+            "SELECT test_model, test_budget, variant_id IS NOT NULL, avg(completion_tokens) FROM answers "
+            "GROUP BY ALL").fetchall()}
+        sleep_rows = idx.execute(
+            """SELECT model, sleep_budget, prompt_tokens, text, context_text FROM (
+                   SELECT v.model, v.sleep_budget, v.prompt_tokens, v.text, c.text AS context_text,
+                          row_number() OVER (PARTITION BY v.model ORDER BY v.run_id DESC, v.variant_id) AS rn
+                   FROM variants v JOIN (SELECT DISTINCT ON (content_hash) content_hash, text FROM contexts
+                                         WHERE NOT deleted) c ON c.content_hash = v.context_hash)
+               WHERE rn <= ?""", [SAMPLE_ROWS]).fetchall()
+        test_rows = idx.execute(
+            """SELECT test_model, test_budget, prompt_tokens, context_text, query_text, notes FROM (
+                   SELECT a.test_model, a.test_budget, a.prompt_tokens, c.text AS context_text, q.text AS query_text,
+                          v.text AS notes,
+                          row_number() OVER (PARTITION BY a.test_model ORDER BY a.run_id DESC, a.answer_id) AS rn
+                   FROM answers a
+                   JOIN (SELECT DISTINCT ON (content_hash) content_hash, text FROM contexts WHERE NOT deleted) c
+                     ON c.content_hash = a.context_hash
+                   JOIN (SELECT DISTINCT ON (query_id, context_hash) query_id, context_hash, text FROM queries) q
+                     ON q.query_id = a.query_id AND q.context_hash = a.context_hash
+                   LEFT JOIN (SELECT DISTINCT ON (variant_id) variant_id, text FROM variants) v
+                     ON v.variant_id = a.variant_id)
+               WHERE rn <= ?""", [SAMPLE_ROWS]).fetchall()
+    reported: dict[tuple[str, str], float] = defaultdict(float)
+    counted: dict[tuple[str, str], float] = defaultdict(float)
+    cprime: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for model, budget, prompt_tokens, text, context_text in sleep_rows:
+        reported["sleep", model] += prompt_tokens or 0
+        counted["sleep", model] += count_message_tokens(sleep_messages(context_text))
+        cprime[model, budget].append(count_tokens(text or ""))
+    for model, budget, prompt_tokens, context_text, query_text, notes in test_rows:
+        if budget not in verbosity:  # a budget no longer configured: its prompt cannot be rebuilt
+            continue
+        reported["test", model] += prompt_tokens or 0
+        counted["test", model] += count_message_tokens(
+            answer_messages(context_text, query_text, verbosity[budget], notes=notes))
+    return _History(
+        sleep_completion=sleep_completion,
+        test_completion=test_completion,
+        prompt_ratio={k: reported[k] / counted[k] for k in counted if counted[k] and reported[k]},
+        cprime_tokens={k: sum(v) / len(v) for k, v in cprime.items()},
+    )
+
+
+class Estimator:
+    """Prices jobs for one configuration from one lake's history (built once per run)."""
+
+    def __init__(self, lake: Lake, config: RunConfig, overlay: dict | None = None):
+        self.config = config
+        self.history = _history(lake, config, overlay)
+
+    def _usd(self, model: str, prompt: float, completion: float) -> float:
+        return price(self.config.models[model], Usage(prompt_tokens=round(prompt), completion_tokens=round(completion)))
+
+    def sleep(self, job: SleepJob) -> tuple[float, float, bool]:
+        """(prompt tokens, completion tokens, calibrated) for one sleep job."""
+        model = self.config.sleep_model
+        ratio = self.history.prompt_ratio.get(("sleep", model))
+        prompt = count_message_tokens(sleep_messages(job.context.text)) * (ratio or 1.0)
+        completion = self.history.sleep_completion.get((model, job.budget.name))
+        if completion is None:
+            completion = self.config.models[model].call_params(job.budget)[0]
+        return prompt, completion, ratio is not None and (model, job.budget.name) in self.history.sleep_completion
+
+    def answer(self, job: AnswerJob | FutureAnswer) -> tuple[float, float, bool]:
+        """(prompt tokens, completion tokens, calibrated) for one test-time job."""
+        model = self.config.test_model
+        ratio = self.history.prompt_ratio.get(("test", model))
+        if isinstance(job, FutureAnswer):
+            counted = count_message_tokens(answer_messages(job.context.text, job.query.text, job.budget.verbosity,
+                                                           notes="x"))
+            sleep_budget = next(b for b in self.config.sleep_budgets if b.name == job.sleep_budget)
+            notes = self.history.cprime_tokens.get((self.config.sleep_model, job.sleep_budget))
+            if notes is None:
+                notes = self.config.models[self.config.sleep_model].call_params(sleep_budget)[0]
+            counted += notes - 1
+            with_notes = True
+        else:
+            counted = count_message_tokens(answer_messages(
+                job.context.text, job.query.text, job.budget.verbosity,
+                notes=job.variant.text if job.variant else None))
+            with_notes = job.variant is not None
+        completion = self.history.test_completion.get((model, job.budget.name, with_notes))
+        calibrated = ratio is not None and completion is not None
+        if completion is None:
+            completion = self.config.models[model].call_params(job.budget)[0]
+        return counted * (ratio or 1.0), completion, calibrated
+
+    def sleep_usd(self, job: SleepJob) -> float:
+        prompt, completion, _ = self.sleep(job)
+        return self._usd(self.config.sleep_model, prompt, completion)
+
+    def answer_usd(self, job: AnswerJob | FutureAnswer) -> float:
+        prompt, completion, _ = self.answer(job)
+        return self._usd(self.config.test_model, prompt, completion)
+
+    def estimate(self, sleep_jobs: Sequence[SleepJob], answer_jobs: Sequence[AnswerJob | FutureAnswer]) -> CostEstimate:
+        stages = []
+        for stage, model, jobs, price_one in (("sleep", self.config.sleep_model, sleep_jobs, self.sleep),
+                                             ("test", self.config.test_model, answer_jobs, self.answer)):
+            if not jobs:
+                continue
+            priced = [price_one(j) for j in jobs]  # type: ignore[arg-type]
+            prompt = sum(p for p, _, _ in priced)
+            completion = sum(c for _, c, _ in priced)
+            stages.append(StageEstimate(stage, model, len(jobs), prompt, completion, self._usd(model, prompt, completion),
+                                        all(ok for _, _, ok in priced)))
+        return CostEstimate(stages)
+
+
+def future_answers(lake: Lake, config: RunConfig, sleep_jobs: Sequence[SleepJob],
+                   overlay: dict | None = None) -> list[FutureAnswer]:
+    """The test grid each pending c' will get once made: its context's labeled queries x test budgets."""
+    wanted = {j.context.content_hash for j in sleep_jobs}
+    if not wanted:
+        return []
+    by_hash: dict[str, list[Query]] = defaultdict(list)
+    with lake_index(lake, overlay) as idx:
+        for query_id, context_id, context_hash, text, gold, kind in idx.execute(
+                "SELECT DISTINCT ON (query_id, context_hash) query_id, context_id, context_hash, text, gold_answer, kind "
+                "FROM queries ORDER BY query_id, context_hash").fetchall():
+            if context_hash in wanted:
+                by_hash[context_hash].append(Query(id=query_id, context_id=context_id, text=text, gold_answer=gold,
+                                                   kind=kind))
+    return [FutureAnswer(job.context, q, b, job.budget.name)
+            for job in sleep_jobs for q in by_hash[job.context.content_hash] for b in config.test_budgets]
+
+
+def admit_within(jobs: Sequence[J], cost: Callable[[J], float], budget_usd: float | None) -> tuple[list[J], list[J]]:
+    """(admitted, deferred): jobs in order while their estimated cost fits ``budget_usd`` (None: all)."""
+    if budget_usd is None:
+        return list(jobs), []
+    spent = 0.0
+    for i, job in enumerate(jobs):
+        spent += cost(job)
+        if spent > budget_usd + 1e-12:
+            return list(jobs[:i]), list(jobs[i:])
+    return list(jobs), []
+
+
+def estimate_pending(lake: Lake, config: RunConfig, do_sleep: bool = True, do_test: bool = True,
+                     overlay: dict | None = None) -> tuple[Estimator, CostEstimate]:
+    """The estimate of everything a run would compute now: pending c', pending answers, and the
+    answers the pending c' will need."""
+    estimator = Estimator(lake, config, overlay)
+    sleep_jobs = pending_sleep_jobs(lake, config, overlay) if do_sleep else []
+    answers: list[AnswerJob | FutureAnswer] = []
+    if do_test:
+        answers += pending_test_jobs(lake, config, overlay)[0]
+        answers += future_answers(lake, config, sleep_jobs, overlay)
+    return estimator, estimator.estimate(sleep_jobs, answers)
+
+
+def dry_run(lake: Lake, config: RunConfig, do_sleep: bool = True, do_test: bool = True) -> tuple[CorpusDiff, CostEstimate]:
+    """What ``sleeptime run`` would do now, with no model call and nothing written: the corpus
+    diff and the estimate (the ingest's rows are planned as an overlay, never staged)."""
+    ingested = ingest_corpus(lake, "r-dry-run", config.corpus, config.corpus_format, config.max_contexts, stage=False)
+    return ingested.diff, estimate_pending(lake, config, do_sleep, do_test, ingested.unstaged)[1]
