@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -40,26 +41,27 @@ def estimate_cost(config: RunConfig, ingested: Ingested, do_sleep: bool, do_test
     return estimator, estimate
 
 
-def _deferred(stage: str, admitted: int, deferred: int, budget_usd: float | None) -> None:
+def _within_budget(stage: str, jobs: list[J], cost: Callable[[J], float] | None,
+                   budget_usd: float | None) -> tuple[list[J], int]:
+    """(admitted jobs, how many were deferred) under ``budget_usd``, logging what was deferred."""
+    if cost is None or budget_usd is None:
+        return jobs, 0
+    admitted, deferred = admit_within(jobs, cost, budget_usd)
     if deferred:
         get_run_logger().warning("%s: %d jobs deferred to the next run (max_cost_usd: $%.4f left for this stage; "
-                                 "%d admitted)", stage, deferred, budget_usd or 0.0, admitted)
+                                 "%d admitted)", stage, len(deferred), budget_usd, len(admitted))
+    return admitted, len(deferred)
 
 
 @task(name="plan-sleep", cache_policy=NO_CACHE)
 def plan_sleep(config: RunConfig, ingested: Ingested, estimator: Estimator | None = None) -> Planned[SleepJob]:
     """Sleep jobs for every configured budget and sample whose variant does not exist yet, within
     max_cost_usd by their estimates."""
-    jobs = pending_sleep_jobs(config.open_lake(), config)
-    budget_usd = config.max_cost_usd
-    if estimator is not None and budget_usd is not None:
-        jobs, deferred = admit_within(jobs, estimator.sleep_usd, budget_usd)
-        _deferred("sleep time", len(jobs), len(deferred), budget_usd)
-    else:
-        deferred = []
+    jobs, deferred = _within_budget("sleep time", pending_sleep_jobs(config.open_lake(), config),
+                                    estimator and estimator.sleep_usd, config.max_cost_usd)
     shards = _by_context(jobs, config.shard_size)
     get_run_logger().info("sleep time: %d jobs in %d shards of up to %d contexts", len(jobs), len(shards), config.shard_size)
-    return Planned(shards, len(deferred))
+    return Planned(shards, deferred)
 
 
 @task(name="plan-test", cache_policy=NO_CACHE)
@@ -69,11 +71,7 @@ def plan_test(config: RunConfig, ingested: Ingested, estimator: Estimator | None
     within what max_cost_usd leaves after ``spent_usd`` (sleep time), by their estimates."""
     jobs, n_variants = pending_test_jobs(config.open_lake(), config)
     budget_usd = None if config.max_cost_usd is None else max(config.max_cost_usd - spent_usd, 0.0)
-    if estimator is not None and budget_usd is not None:
-        jobs, deferred = admit_within(jobs, estimator.answer_usd, budget_usd)
-        _deferred("test time", len(jobs), len(deferred), budget_usd)
-    else:
-        deferred = []
+    jobs, deferred = _within_budget("test time", jobs, estimator and estimator.answer_usd, budget_usd)
     shards = _by_context(jobs, config.shard_size)
     get_run_logger().info("test time: %d jobs in %d shards (%d current variants)", len(jobs), len(shards), n_variants)
-    return Planned(shards, len(deferred))
+    return Planned(shards, deferred)
