@@ -49,7 +49,7 @@ VERBOSITY_INSTRUCTIONS: tuple[str, ...] = (
 
 TEST_SYSTEM = (
     "You answer questions about a context. When notes prepared in advance are given, use the values they "
-    "already state and do not recompute them. {instruction}"
+    "already state and do not recompute them."
 )
 
 NOTES_HEADER = "Notes prepared in advance (already computed; do not recompute what they state):"
@@ -62,17 +62,29 @@ def sleep_messages(context_text: str) -> list[dict[str, str]]:
     ]
 
 
-def answer_messages(context_text: str, question: str, verbosity: int, notes: str | None = None) -> list[dict[str, str]]:
+def answer_messages(context_text: str, question: str, verbosity: int, notes: str | None = None,
+                    cache_breakpoint: bool = False) -> list[dict]:
+    """The test-time prompt, ordered for prefix caching: the fixed system text, then the context
+    (and c'), which every question on that context shares, then the question and the verbosity
+    instruction, which differ per call. Providers cache a prompt's longest seen prefix (OpenAI
+    automatically from 1,024 tokens); with the instruction in the system text, each test budget
+    started a different prefix.
+
+    ``cache_breakpoint`` (Anthropic's explicit caching, through litellm) gives the user message as
+    two text parts, the shared one marked ``cache_control: ephemeral``; the text is the same."""
     if not 0 <= verbosity < len(VERBOSITY_INSTRUCTIONS):
         raise ValueError(f"verbosity must be 0..{len(VERBOSITY_INSTRUCTIONS) - 1}, got {verbosity}")
-    parts = [f"Context:\n{context_text}"]
+    shared = [f"Context:\n{context_text}"]
     if notes:
-        parts.append(f"{NOTES_HEADER}\n{notes}")
-    parts.append(f"Question: {question}")
-    return [
-        {"role": "system", "content": TEST_SYSTEM.format(instruction=VERBOSITY_INSTRUCTIONS[verbosity])},
-        {"role": "user", "content": "\n\n".join(parts)},
-    ]
+        shared.append(f"{NOTES_HEADER}\n{notes}")
+    prefix = "\n\n".join(shared) + "\n\n"
+    tail = f"Question: {question}\n\n{VERBOSITY_INSTRUCTIONS[verbosity]}"
+    if cache_breakpoint:
+        user: str | list[dict] = [{"type": "text", "text": prefix, "cache_control": {"type": "ephemeral"}},
+                                  {"type": "text", "text": tail}]
+    else:
+        user = prefix + tail
+    return [{"role": "system", "content": TEST_SYSTEM}, {"role": "user", "content": user}]
 
 
 def _prompt_version() -> str:

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from sleeptime.prompts import (
@@ -97,3 +99,25 @@ def test_the_prompt_version_follows_the_prompt_texts(monkeypatch):
     assert prompts.PROMPT_VERSION == before and before.startswith("p-")
     monkeypatch.setattr(prompts, "NOTES_HEADER", prompts.NOTES_HEADER + " ")
     assert prompts._prompt_version() != before  # a one-character edit is a new version
+
+
+def test_test_time_prompts_on_one_context_share_their_prefix_up_to_the_question():
+    from sleeptime.prompts import VERBOSITY_INSTRUCTIONS, answer_messages
+
+    def flat(messages):
+        return "".join(m["content"] if isinstance(m["content"], str) else "".join(p["text"] for p in m["content"])
+                       for m in messages)
+
+    context, notes = "Amy has 3 coins. " * 50, "total = 150"
+    for with_notes in (None, notes):
+        prompts = [flat(answer_messages(context, q, v, with_notes))
+                   for q in ("How many coins?", "What if Amy had 2 more?") for v in range(len(VERBOSITY_INSTRUCTIONS))]
+        shared = min(len(os.path.commonprefix([prompts[0], p])) for p in prompts[1:])
+        # Everything before the question is shared: the system text, the context and c'.
+        assert shared >= prompts[0].index("Question: ")
+        assert prompts[0][:prompts[0].index("Question: ")].endswith((context if with_notes is None else notes) + "\n\n")
+    marked = answer_messages(context, "How many coins?", 2, notes, cache_breakpoint=True)
+    assert flat(marked) == flat(answer_messages(context, "How many coins?", 2, notes))
+    parts = marked[1]["content"]
+    assert parts[0]["cache_control"] == {"type": "ephemeral"} and "cache_control" not in parts[1]
+    assert parts[0]["text"].endswith(notes + "\n\n") and parts[1]["text"].startswith("Question: ")
