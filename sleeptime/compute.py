@@ -71,8 +71,10 @@ async def answer_query(
 
     ``sample_index`` > 0 draws another independent sample (the seed), for pass@k baselines.
     """
-    messages = answer_messages(context.text, query.text, budget.verbosity, notes=variant.text if variant else None)
-    max_tokens, effort, thinking = gateway.spec(model).call_params(budget)
+    spec = gateway.spec(model)
+    messages = answer_messages(context.text, query.text, budget.verbosity, notes=variant.text if variant else None,
+                               cache_breakpoint=spec.cache_control)
+    max_tokens, effort, thinking = spec.call_params(budget)
     completion = await gateway.complete(
         model, messages, max_tokens=max_tokens, seed=sample_index, reasoning_effort=effort, thinking_tokens=thinking
     )

@@ -30,8 +30,10 @@ class _Frozen(BaseModel):
 
 
 class Usage(_Frozen):
-    prompt_tokens: int = Field(ge=0)
+    prompt_tokens: int = Field(ge=0)  # all of them, cached or not (OpenAI's and litellm's convention)
     completion_tokens: int = Field(ge=0)
+    cached_prompt_tokens: int = Field(default=0, ge=0)  # of prompt_tokens: read from the provider's cache
+    cache_write_tokens: int = Field(default=0, ge=0)  # of prompt_tokens: written to it (Anthropic bills these)
 
     @property
     def total_tokens(self) -> int:
@@ -41,6 +43,8 @@ class Usage(_Frozen):
         return Usage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
+            cached_prompt_tokens=self.cached_prompt_tokens + other.cached_prompt_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
         )
 
 
@@ -54,6 +58,9 @@ class CallCounters:
     prompt_tokens: int = 0  # of those calls
     completion_tokens: int = 0
     cost_usd: float = 0.0  # spent by those calls (a cache hit spends nothing)
+    cached_prompt_tokens: int = 0  # of prompt_tokens: read from the provider's prompt cache
+    cache_write_tokens: int = 0  # of prompt_tokens: written to it
+    cache_savings_usd: float = 0.0  # what the cached tokens would have cost more at the input price
     retries: int = 0  # retryable errors that were retried (the call may still have succeeded)
     retryable_errors: int = 0  # every retryable error, the last one too when no retry was left
     cache_hits: int = 0  # replies from the response cache: no call made

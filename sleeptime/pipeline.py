@@ -440,7 +440,9 @@ class RunSummary:
             "seconds": self.seconds,
             "detail_json": json.dumps(
                 {"shards": self.shards, "workers": self.workers, "gate": self.gate_report, "retries": calls.retries,
-                 "cache_hits": calls.cache_hits, "failure_reasons": self.failure_reasons(), **self.extra},
+                 "cache_hits": calls.cache_hits, "cached_prompt_tokens": calls.cached_prompt_tokens,
+                 "cache_write_tokens": calls.cache_write_tokens, "cache_savings_usd": calls.cache_savings_usd,
+                 "failure_reasons": self.failure_reasons(), **self.extra},
                 default=str,
             ),
         }
@@ -464,6 +466,10 @@ class RunSummary:
     def _spend(self) -> list[str]:
         estimate, deferred = self.extra.get("estimate"), self.extra.get("deferred")
         out = []
+        calls = self.counters
+        if calls.cached_prompt_tokens or calls.cache_write_tokens:
+            out.append(f"prompt cache: {calls.cached_prompt_tokens} of {calls.prompt_tokens} prompt tokens read from "
+                       f"the provider's cache, {calls.cache_write_tokens} written; saved ${calls.cache_savings_usd:.4f}")
         if deferred:
             out.append(f"deferred by max_cost_usd ${deferred['max_cost_usd']:.4f}: {deferred['sleep']} sleep and "
                        f"{deferred['test']} test jobs; the next run does them")

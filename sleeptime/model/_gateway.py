@@ -26,6 +26,34 @@ from sleeptime.tokens import count_tokens
 
 log = logging.getLogger(__name__)
 
+
+
+def configure_litellm() -> None:
+    """The process-wide litellm settings the gateway wants; applied once, when this module is imported
+    (so in every process that makes model calls: the driver, each Ray worker, tests). Idempotent.
+
+    Where litellm's client CPU goes (profile: bench/results/litellm_client.md): the OpenAI SDK's request
+    transform and send, litellm pricing every response itself, its logging payload, and the thread hop of
+    ``acompletion``. litellm 1.106 has no switch for most of it; the one saving that needs no behaviour
+    change, giving litellm the configured prices (:func:`_register_price`), is made per gateway.
+    Deliberately not set: ``callbacks``/``success_callback`` (empty already; a test keeps them so, since
+    every callback costs every call), ``turn_off_message_logging``, ``disable_streaming_logging``,
+    ``disable_token_counter`` (no measurable change), ``disable_aiohttp_transport`` (httpx's transport
+    costs ~1.4 ms more a call), ``EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER`` (~1.5 ms less a call, but
+    a malformed body then raises ``litellm.APIError``, which the retry policy and the contract pinned in
+    tests/testing/test_fake_openai.py do not expect).
+    """
+    # Otherwise every failed call prints a "Give Feedback / Get Help" banner to stdout: once per
+    # retried error under faults, and noise in every worker's log. The error itself is unchanged.
+    litellm.suppress_debug_info = True
+
+
+configure_litellm()
+
+# Models this module put into litellm's price map (not there before): their prices are some gateway's
+# configuration, not litellm's, so they never make an unpriced spec acceptable (_check_priced).
+_REGISTERED_PRICES: set[str] = set()
+
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     litellm.RateLimitError,
     litellm.APIConnectionError,
@@ -70,6 +98,8 @@ class ModelGateway:
         self.uncached_models = frozenset(uncached_models)
         for name, spec in self.models.items():
             _check_priced(name, spec)
+        for spec in self.models.values():  # after every check: a price registered here prices no other spec
+            _register_price(spec)
         if any(spec.model.startswith(f"{reference.PROVIDER}/") for spec in self.models.values()):
             reference.register()
         self._semaphores: dict[tuple[int, str], asyncio.Semaphore] = {}
@@ -180,7 +210,7 @@ class ModelGateway:
         if raw_usage is None:
             self.counters.failed_calls += 1
             raise ModelError(name, "provider returned no token usage", attempts)
-        usage = Usage(prompt_tokens=int(raw_usage.prompt_tokens or 0), completion_tokens=int(raw_usage.completion_tokens or 0))
+        usage = usage_of(raw_usage)
         if not limiter.unlimited:
             limiter.record(usage.prompt_tokens + usage.completion_tokens, reserved=estimate)
         cost = price(spec, usage)
@@ -188,6 +218,9 @@ class ModelGateway:
         self.counters.prompt_tokens += usage.prompt_tokens
         self.counters.completion_tokens += usage.completion_tokens
         self.counters.cost_usd += cost
+        self.counters.cached_prompt_tokens += usage.cached_prompt_tokens
+        self.counters.cache_write_tokens += usage.cache_write_tokens
+        self.counters.cache_savings_usd += cache_savings(spec, usage)
         if cache_key is not None:
             self.cache.put(cache_key, CachedReply(text=text, usage=usage))  # type: ignore[union-attr]
         return Completion(model=name, text=text, usage=usage, cost_usd=cost, latency_s=latency, attempts=attempts)
@@ -230,28 +263,115 @@ def count_message_tokens(messages: list[dict[str, Any]]) -> int:
     return sum(count_tokens(str(m.get("content") or "")) for m in messages)
 
 
+def usage_of(raw: Any) -> Usage:
+    """litellm's usage as ours. Cached prompt tokens: ``prompt_tokens_details.cached_tokens``
+    (OpenAI, and litellm's mapping of Anthropic's cache reads); cache writes:
+    ``cache_creation_input_tokens`` (Anthropic). Both are part of ``prompt_tokens``."""
+    details = getattr(raw, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None) if details is not None else None
+    if cached is None:
+        cached = getattr(raw, "cache_read_input_tokens", None)
+    written = getattr(raw, "cache_creation_input_tokens", None)
+    prompt = int(raw.prompt_tokens or 0)
+    cached, written = min(int(cached or 0), prompt), int(written or 0)
+    return Usage(prompt_tokens=prompt, completion_tokens=int(raw.completion_tokens or 0),
+                 cached_prompt_tokens=cached, cache_write_tokens=min(written, prompt - cached))
+
+
+def _cache_prices(spec: ModelSpec) -> tuple[float, float, float]:
+    """USD per token: (input, cache read, cache write). Configured prices win; a configured model
+    with no cache price pays the input price for cached tokens (no discount known); otherwise
+    litellm's map, whose cache prices default to the input price too."""
+    if spec.input_cost_per_million is not None:
+        base = spec.input_cost_per_million / 1_000_000
+        read = spec.cache_read_cost_per_million / 1_000_000 if spec.cache_read_cost_per_million is not None else base
+        write = spec.cache_write_cost_per_million / 1_000_000 if spec.cache_write_cost_per_million is not None else base
+        return base, read, write
+    info = litellm.get_model_info(spec.model)
+    base = float(info.get("input_cost_per_token") or 0.0)
+    read = info.get("cache_read_input_token_cost")
+    write = info.get("cache_creation_input_token_cost")
+    if spec.cache_read_cost_per_million is not None:
+        read = spec.cache_read_cost_per_million / 1_000_000
+    if spec.cache_write_cost_per_million is not None:
+        write = spec.cache_write_cost_per_million / 1_000_000
+    return base, float(base if read is None else read), float(base if write is None else write)
+
+
 def price(spec: ModelSpec, usage: Usage) -> float:
-    """USD for ``usage``: configured prices win, litellm's map otherwise."""
+    """USD for ``usage``: configured prices win, litellm's map otherwise; cached and cache-written
+    prompt tokens at their own prices."""
     if spec.input_cost_per_million is not None and spec.output_cost_per_million is not None:
-        return (
-            usage.prompt_tokens * spec.input_cost_per_million + usage.completion_tokens * spec.output_cost_per_million
-        ) / 1_000_000
-    prompt_cost, completion_cost = litellm.cost_per_token(
-        model=spec.model, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
-    )
-    return float(prompt_cost + completion_cost)
+        cost = (usage.prompt_tokens * spec.input_cost_per_million
+                + usage.completion_tokens * spec.output_cost_per_million) / 1_000_000
+    else:
+        prompt_cost, completion_cost = litellm.cost_per_token(
+            model=spec.model, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
+        )
+        cost = float(prompt_cost + completion_cost)
+    if usage.cached_prompt_tokens or usage.cache_write_tokens:
+        base, read, write = _cache_prices(spec)
+        cost += usage.cached_prompt_tokens * (read - base) + usage.cache_write_tokens * (write - base)
+    return cost
+
+
+def cache_savings(spec: ModelSpec, usage: Usage) -> float:
+    """What the cached prompt tokens saved against paying the input price for them (net of what
+    writing to the cache cost above it)."""
+    if not (usage.cached_prompt_tokens or usage.cache_write_tokens):
+        return 0.0
+    base, read, write = _cache_prices(spec)
+    return usage.cached_prompt_tokens * (base - read) - usage.cache_write_tokens * (write - base)
 
 
 def _check_priced(name: str, spec: ModelSpec) -> None:
     if spec.input_cost_per_million is not None and spec.output_cost_per_million is not None:
         return
     try:
+        if spec.model in _REGISTERED_PRICES:
+            raise LookupError("only another spec's configured price is in litellm's map")
         litellm.cost_per_token(model=spec.model, prompt_tokens=1, completion_tokens=1)
     except Exception as exc:
         raise ValueError(
             f"model {name!r} ({spec.model}) has no price in litellm's map; set input_cost_per_million and "
             "output_cost_per_million in its configuration (0 is allowed)"
         ) from exc
+
+
+def _in_price_map(model: str) -> bool:
+    try:
+        litellm.cost_per_token(model=model, prompt_tokens=1, completion_tokens=1)
+    except Exception:
+        return False
+    return True
+
+
+def _register_price(spec: ModelSpec) -> None:
+    """Give litellm the configured price of a model its price map lacks (a local server's alias, the
+    reference reasoner, a new model). litellm prices every response itself, whatever we do
+    (``response._hidden_params["response_cost"]``, reused by its logging payload); for a model missing
+    from its map that lookup walks all of its fallback rules before giving up, about 0.4-0.8 ms of CPU
+    a call, 10-15 % of litellm's client CPU per call. With the entry it is a direct hit. The gateway still
+    prices every call itself (:func:`price`); a model already in the map keeps litellm's entry, and
+    nothing else litellm does depends on it. Cache reads and writes are priced at the input price
+    unless configured, as :func:`price` does."""
+    if spec.input_cost_per_million is None or spec.output_cost_per_million is None or "/" not in spec.model:
+        return
+    if spec.model not in _REGISTERED_PRICES and _in_price_map(spec.model):
+        return
+    per_token_in = spec.input_cost_per_million / 1_000_000
+    cache_read = getattr(spec, "cache_read_cost_per_million", None)
+    cache_write = getattr(spec, "cache_write_cost_per_million", None)
+    litellm.register_model({spec.model: {
+        "litellm_provider": spec.model.split("/", 1)[0],
+        "mode": "chat",
+        "input_cost_per_token": per_token_in,
+        "output_cost_per_token": spec.output_cost_per_million / 1_000_000,
+        # Given explicitly, also so that register_model does not warn that they default to 0.
+        "cache_read_input_token_cost": per_token_in if cache_read is None else cache_read / 1_000_000,
+        "cache_creation_input_token_cost": per_token_in if cache_write is None else cache_write / 1_000_000,
+    }})
+    _REGISTERED_PRICES.add(spec.model)
 
 
 def _retry_after(exc: BaseException) -> float | None:

@@ -65,6 +65,14 @@ class ModelSpec(BaseModel):
     # USD per million tokens; both None means "use litellm's price map".
     input_cost_per_million: float | None = Field(default=None, ge=0)
     output_cost_per_million: float | None = Field(default=None, ge=0)
+    # Prompt-cache prices, USD per million tokens read from / written to the provider's cache. None:
+    # litellm's map when the prices come from it (cache_read_input_token_cost,
+    # cache_creation_input_token_cost), else the input price (no discount known).
+    cache_read_cost_per_million: float | None = Field(default=None, ge=0)
+    cache_write_cost_per_million: float | None = Field(default=None, ge=0)
+    # Mark the shared part of each test-time prompt (context and c') as a cache breakpoint
+    # (``cache_control: ephemeral``): Anthropic caches only what is marked; OpenAI needs nothing.
+    cache_control: bool = False
     max_concurrency: int = Field(default=8, ge=1)
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=4, ge=0)

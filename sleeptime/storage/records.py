@@ -7,7 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from sleeptime.domain import Answer, Context, Query, Variant
+from sleeptime.domain import Answer, Context, Query, Usage, Variant
 
 SCHEMAS: dict[str, pa.Schema] = {
     "contexts": pa.schema(
@@ -50,6 +50,10 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("cost_usd", pa.float64()),
             ("latency_s", pa.float64()),
             ("run_id", pa.string()),
+            # Of the prompt tokens: read from the provider's prompt cache, and written to it
+            # (priced apart: sleeptime.model.price).
+            ("cached_prompt_tokens", pa.int64()),
+            ("cache_write_tokens", pa.int64()),
         ]
     ),
     "answers": pa.schema(
@@ -72,6 +76,10 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("cost_usd", pa.float64()),
             ("latency_s", pa.float64()),
             ("run_id", pa.string()),
+            # Of the prompt tokens: read from the provider's prompt cache, and written to it
+            # (priced apart: sleeptime.model.price).
+            ("cached_prompt_tokens", pa.int64()),
+            ("cache_write_tokens", pa.int64()),
         ]
     ),
     "quarantine": pa.schema(
@@ -241,13 +249,17 @@ def query_record(q: Query, context_hash: str, run_id: str = "") -> dict[str, Any
     }
 
 
+def _usage(u: Usage) -> dict[str, int]:
+    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+            "cached_prompt_tokens": u.cached_prompt_tokens, "cache_write_tokens": u.cache_write_tokens}
+
+
 def variant_record(v: Variant, run_id: str = "") -> dict[str, Any]:
     return {
         "run_id": run_id,
         "variant_id": v.id,
         **v.model_dump(exclude={"usage"}),
-        "prompt_tokens": v.usage.prompt_tokens,
-        "completion_tokens": v.usage.completion_tokens,
+        **_usage(v.usage),
     }
 
 
@@ -256,6 +268,5 @@ def answer_record(a: Answer, run_id: str = "") -> dict[str, Any]:
         "run_id": run_id,
         "answer_id": a.id,
         **a.model_dump(exclude={"usage"}),
-        "prompt_tokens": a.usage.prompt_tokens,
-        "completion_tokens": a.usage.completion_tokens,
+        **_usage(a.usage),
     }
