@@ -25,6 +25,7 @@ from sleeptime.compute import AnswerJob, SleepJob
 from sleeptime.config import RunConfig
 from sleeptime.domain import AnswerBudget, Context, Query, Usage
 from sleeptime.model import price
+from sleeptime.model._gateway import cache_savings
 from sleeptime.model._gateway import count_message_tokens
 from sleeptime.pipeline import CorpusDiff, ingest_corpus, pending_sleep_jobs, pending_test_jobs
 from sleeptime.prompts import answer_messages, sleep_messages
@@ -55,11 +56,12 @@ class StageEstimate:
     completion_tokens: float
     cost_usd: float
     calibrated: bool  # token counts from this lake's history (False: cl100k and max_tokens, an upper bound)
+    cache_savings_usd: float = 0.0  # expected from the prompt-cache share this model had before
 
     def as_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, "model": self.model, "calls": self.calls,
                 "prompt_tokens": round(self.prompt_tokens), "completion_tokens": round(self.completion_tokens),
-                "cost_usd": self.cost_usd, "calibrated": self.calibrated}
+                "cost_usd": self.cost_usd, "calibrated": self.calibrated, "cache_savings_usd": self.cache_savings_usd}
 
 
 @dataclass
@@ -84,6 +86,9 @@ class CostEstimate:
             out.append(f"{s.stage:<6} {s.model:<20} {s.calls:>7} {s.prompt_tokens:>11,.0f} "
                        f"{s.completion_tokens:>15,.0f} {s.cost_usd:>10.4f}  {basis}")
         out.append(f"total: {self.calls} calls, estimated ${self.cost_usd:.4f}")
+        saved = sum(s.cache_savings_usd for s in self.stages)
+        if saved:
+            out.append(f"expected prompt-cache savings (this lake's cached share so far): ${saved:.4f}")
         return out
 
 
@@ -93,6 +98,8 @@ class _History:
     test_completion: dict[tuple[str, str, bool], float]  # (model, test budget, with c') -> mean
     prompt_ratio: dict[tuple[str, str], float]  # (stage, model) -> provider tokens / cl100k tokens
     cprime_tokens: dict[tuple[str, str], float]  # (model, sleep budget) -> mean cl100k tokens of c'
+    # (stage, model) -> (share of prompt tokens read from the provider's cache, share written to it)
+    cache_shares: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
 
 
 def _history(lake: Lake, config: RunConfig, overlay: dict | None) -> _History:
@@ -103,6 +110,12 @@ def _history(lake: Lake, config: RunConfig, overlay: dict | None) -> _History:
         test_completion = {(m, b, bool(w)): float(n) for m, b, w, n in idx.execute(
             "SELECT test_model, test_budget, variant_id IS NOT NULL, avg(completion_tokens) FROM answers "
             "GROUP BY ALL").fetchall()}
+        cache_shares = {(stage, m): (float(r or 0.0), float(w or 0.0)) for stage, m, r, w in idx.execute(
+            """SELECT 'sleep', model, sum(cached_prompt_tokens) / nullif(sum(prompt_tokens), 0),
+                      sum(cache_write_tokens) / nullif(sum(prompt_tokens), 0) FROM variants GROUP BY ALL
+               UNION ALL
+               SELECT 'test', test_model, sum(cached_prompt_tokens) / nullif(sum(prompt_tokens), 0),
+                      sum(cache_write_tokens) / nullif(sum(prompt_tokens), 0) FROM answers GROUP BY ALL""").fetchall()}
         sleep_rows = idx.execute(
             """SELECT model, sleep_budget, prompt_tokens, text, context_text FROM (
                    SELECT v.model, v.sleep_budget, v.prompt_tokens, v.text, c.text AS context_text,
@@ -141,6 +154,7 @@ def _history(lake: Lake, config: RunConfig, overlay: dict | None) -> _History:
         test_completion=test_completion,
         prompt_ratio={k: reported[k] / counted[k] for k in counted if counted[k] and reported[k]},
         cprime_tokens={k: sum(v) / len(v) for k, v in cprime.items()},
+        cache_shares=cache_shares,
     )
 
 
@@ -151,8 +165,14 @@ class Estimator:
         self.config = config
         self.history = _history(lake, config, overlay)
 
-    def _usd(self, model: str, prompt: float, completion: float) -> float:
-        return price(self.config.models[model], Usage(prompt_tokens=round(prompt), completion_tokens=round(completion)))
+    def _usage(self, stage: str, model: str, prompt: float, completion: float) -> Usage:
+        """The expected usage, with the share of the prompt this model's cache served before."""
+        read, write = self.history.cache_shares.get((stage, model), (0.0, 0.0))
+        return Usage(prompt_tokens=round(prompt), completion_tokens=round(completion),
+                     cached_prompt_tokens=round(prompt * read), cache_write_tokens=round(prompt * write))
+
+    def _usd(self, stage: str, model: str, prompt: float, completion: float) -> float:
+        return price(self.config.models[model], self._usage(stage, model, prompt, completion))
 
     def sleep(self, job: SleepJob) -> tuple[float, float, bool]:
         """(prompt tokens, completion tokens, calibrated) for one sleep job."""
@@ -190,11 +210,11 @@ class Estimator:
 
     def sleep_usd(self, job: SleepJob) -> float:
         prompt, completion, _ = self.sleep(job)
-        return self._usd(self.config.sleep_model, prompt, completion)
+        return self._usd("sleep", self.config.sleep_model, prompt, completion)
 
     def answer_usd(self, job: AnswerJob | FutureAnswer) -> float:
         prompt, completion, _ = self.answer(job)
-        return self._usd(self.config.test_model, prompt, completion)
+        return self._usd("test", self.config.test_model, prompt, completion)
 
     def estimate(self, sleep_jobs: Sequence[SleepJob], answer_jobs: Sequence[AnswerJob | FutureAnswer]) -> CostEstimate:
         stages = []
@@ -205,8 +225,10 @@ class Estimator:
             priced = [price_one(j) for j in jobs]  # type: ignore[arg-type]
             prompt = sum(p for p, _, _ in priced)
             completion = sum(c for _, c, _ in priced)
-            stages.append(StageEstimate(stage, model, len(jobs), prompt, completion, self._usd(model, prompt, completion),
-                                        all(ok for _, _, ok in priced)))
+            usage = self._usage(stage, model, prompt, completion)
+            spec = self.config.models[model]
+            stages.append(StageEstimate(stage, model, len(jobs), prompt, completion, price(spec, usage),
+                                        all(ok for _, _, ok in priced), cache_savings(spec, usage)))
         return CostEstimate(stages)
 
 
