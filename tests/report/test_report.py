@@ -103,7 +103,6 @@ def test_report_uses_saved_log_probabilities_when_they_cover_the_queries(publish
     predictability analysis then uses them instead of the text proxy, and says so."""
     import json
 
-    import pandas as pd
 
     warehouse, config = published
     with warehouse.read() as con:

@@ -50,7 +50,8 @@ def test_rates_must_sum_to_at_most_one():
 
 def test_every_field_round_trips_through_the_command_line():
     config = FaultConfig(
-        latency_s=0.125, max_concurrency=3, rate_429=0.1, rate_dropped=0.2, slow_s=2.5, seed=-7, deterministic=True
+        latency_s=0.125, max_concurrency=3, rate_429=0.1, rate_dropped=0.2, slow_s=2.5, seed=-7, deterministic=True,
+        batch_delay_s=0.25, batch_item_failure_rate=0.125, batch_expire_fraction=0.5, prefix_cache_ttl_s=7.5,
     )
     parsed, host, port = config_from_args(["--port", "8123", *config_to_args(config)])
     assert parsed == config and (host, port) == ("127.0.0.1", 8123)
@@ -72,7 +73,12 @@ def test_routes_and_success_reply():
         assert reply["choices"][0]["message"] == {"role": "assistant", "content": expected.content}
         assert re.fullmatch(r"ANSWER: \d{1,2}", expected.content)
         assert reply["choices"][0]["finish_reason"] == "stop"
-        assert reply["usage"] == {"prompt_tokens": 8, "completion_tokens": 2, "total_tokens": 10}
+        assert reply["usage"] == {
+            "prompt_tokens": 8,
+            "completion_tokens": 2,
+            "total_tokens": 10,
+            "prompt_tokens_details": {"cached_tokens": 0},
+        }
 
         cut = _chat(server.base_url, max_tokens=1).json()
         assert cut["choices"][0]["message"]["content"] == "ANSWER:"
