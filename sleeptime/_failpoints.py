@@ -19,6 +19,7 @@ PUBLISH_AFTER_GATE = "publish.after-gate"  # gate passed, nothing committed
 PUBLISH_MID_COMMIT = "publish.mid-commit"  # inside the lake transaction: some tables moved, not committed
 PUBLISH_BEFORE_SWAP = "publish.before-swap"  # lake committed, the warehouse not yet switched
 PUBLISH_AFTER_SWAP = "publish.after-swap"  # warehouse switched, the run not yet finished
+BATCH_AFTER_SUBMIT = "batch.after-submit"  # a provider batch submitted and recorded, its results not collected
 POINTS = (PUBLISH_AFTER_BUILD, PUBLISH_AFTER_GATE, PUBLISH_MID_COMMIT, PUBLISH_BEFORE_SWAP, PUBLISH_AFTER_SWAP)
 
 

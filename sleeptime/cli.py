@@ -100,6 +100,8 @@ def run(
     quiet: Annotated[bool, typer.Option(help="Hide Prefect's console logs (they still reach the Prefect API).")] = True,
     wait: Annotated[bool, typer.Option(help="If another run holds the output folder, wait for it instead of exiting with code 75.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what the run would compute and its estimated cost; no model call, nothing written.")] = False,
+    wait_batches: Annotated[bool, typer.Option("--wait-batches", help="With a batch sleep model: wait for the provider's batches (polling every batch_poll_s) instead of leaving them to the next run.")] = False,
+    collect: Annotated[bool, typer.Option("--collect", help="With a batch sleep model: collect finished batches and publish them, submitting nothing new.")] = False,
 ) -> None:
     """The main job: refresh + evaluate + publish through Prefect and Ray; prints the run summary
     and the accuracy/tokens table from the published warehouse."""
@@ -131,6 +133,7 @@ def run(
         task_progress.set_reporter(bar)
         try:
             summary = run_flow(config_path=str(config) if config else None, wait_for_lock=wait,
+                               wait_for_batches=wait_batches, collect_only=collect,
                                **{k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()})
         except RunFailed as exc:
             failed, summary = exc, exc.summary

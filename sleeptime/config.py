@@ -147,6 +147,9 @@ class RunConfig(BaseModel):
     # A spend cap per run, in USD, on the estimate of each job (sleeptime/estimate.py): work is
     # admitted in plan order while it fits, the rest is deferred whole to the next run. None: no cap.
     max_cost_usd: float | None = Field(default=None, ge=0)
+    # How often a run that waits on provider batches (sleep model with `batch: true`, run --wait-batches)
+    # asks whether they are done.
+    batch_poll_s: float = Field(default=30.0, gt=0)
 
     @field_validator("sleep_budgets", "test_budgets")
     @classmethod

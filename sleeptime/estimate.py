@@ -57,11 +57,13 @@ class StageEstimate:
     cost_usd: float
     calibrated: bool  # token counts from this lake's history (False: cl100k and max_tokens, an upper bound)
     cache_savings_usd: float = 0.0  # expected from the prompt-cache share this model had before
+    batch: bool = False  # through the provider's batch API, at its batch price
 
     def as_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, "model": self.model, "calls": self.calls,
                 "prompt_tokens": round(self.prompt_tokens), "completion_tokens": round(self.completion_tokens),
-                "cost_usd": self.cost_usd, "calibrated": self.calibrated, "cache_savings_usd": self.cache_savings_usd}
+                "cost_usd": self.cost_usd, "calibrated": self.calibrated, "cache_savings_usd": self.cache_savings_usd,
+                "batch": self.batch}
 
 
 @dataclass
@@ -83,6 +85,7 @@ class CostEstimate:
         out = [f"{'stage':<6} {'model':<20} {'calls':>7} {'prompt tok':>11} {'completion tok':>15} {'USD':>10}  basis"]
         for s in self.stages:
             basis = "this lake's history" if s.calibrated else "no history: cl100k, max_tokens (upper bound)"
+            basis += "; batch price" if s.batch else "; online"
             out.append(f"{s.stage:<6} {s.model:<20} {s.calls:>7} {s.prompt_tokens:>11,.0f} "
                        f"{s.completion_tokens:>15,.0f} {s.cost_usd:>10.4f}  {basis}")
         out.append(f"total: {self.calls} calls, estimated ${self.cost_usd:.4f}")
@@ -172,7 +175,9 @@ class Estimator:
                      cached_prompt_tokens=round(prompt * read), cache_write_tokens=round(prompt * write))
 
     def _usd(self, stage: str, model: str, prompt: float, completion: float) -> float:
-        return price(self.config.models[model], self._usage(stage, model, prompt, completion))
+        spec = self.config.models[model]
+        factor = spec.batch_price_factor if stage == "sleep" and spec.batch else 1.0
+        return price(spec, self._usage(stage, model, prompt, completion)) * factor
 
     def sleep(self, job: SleepJob) -> tuple[float, float, bool]:
         """(prompt tokens, completion tokens, calibrated) for one sleep job."""
@@ -227,8 +232,10 @@ class Estimator:
             completion = sum(c for _, c, _ in priced)
             usage = self._usage(stage, model, prompt, completion)
             spec = self.config.models[model]
-            stages.append(StageEstimate(stage, model, len(jobs), prompt, completion, price(spec, usage),
-                                        all(ok for _, _, ok in priced), cache_savings(spec, usage)))
+            factor = spec.batch_price_factor if stage == "sleep" and spec.batch else 1.0
+            stages.append(StageEstimate(stage, model, len(jobs), prompt, completion, price(spec, usage) * factor,
+                                        all(ok for _, _, ok in priced), cache_savings(spec, usage) * factor,
+                                        batch=stage == "sleep" and spec.batch))
         return CostEstimate(stages)
 
 

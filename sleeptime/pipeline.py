@@ -467,6 +467,12 @@ class RunSummary:
         estimate, deferred = self.extra.get("estimate"), self.extra.get("deferred")
         out = []
         calls = self.counters
+        batches = self.extra.get("batches")
+        if batches:
+            out.append(f"sleep batches: {batches['collected']} collected, {batches['submitted']} submitted "
+                       f"({batches['items_submitted']} items, {batches['resubmitted']} sent again), "
+                       f"{batches['pending']} pending" + ("; the next run (or `sleeptime run --collect`) collects them"
+                                                          if batches["pending"] else ""))
         if calls.cached_prompt_tokens or calls.cache_write_tokens:
             out.append(f"prompt cache: {calls.cached_prompt_tokens} of {calls.prompt_tokens} prompt tokens read from "
                        f"the provider's cache, {calls.cache_write_tokens} written; saved ${calls.cache_savings_usd:.4f}")

@@ -8,6 +8,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from sleeptime.batch import BatchOutcome
 from sleeptime.config import RunConfig, load_config
 from sleeptime.estimate import CostEstimate
 from sleeptime.model import check_credentials
@@ -33,7 +34,7 @@ def resolve_config(config_path: str | None, overrides: dict[str, Any]) -> RunCon
 def summarize(run_id: str, started_at: datetime, config: RunConfig, ingested: Ingested,
               sleep: list[ShardOutcome], test: list[ShardOutcome], seconds: float,
               cluster: dict[str, Any] | None = None, estimate: CostEstimate | None = None,
-              deferred: dict[str, int] | None = None) -> RunSummary:
+              deferred: dict[str, int] | None = None, batches: BatchOutcome | None = None) -> RunSummary:
     summary = RunSummary(run_id=run_id, corpus=str(config.corpus), started_at=started_at, diff=ingested.diff)
     summary.quarantined = len(ingested.result.quarantined)
     summary.shards = len(sleep) + len(test)
@@ -51,6 +52,8 @@ def summarize(run_id: str, started_at: datetime, config: RunConfig, ingested: In
                                 "shards_resent": sum(o.attempts - 1 for o in sleep + test)}
     if estimate is not None:
         summary.extra["estimate"] = estimate.as_dict()
+    if batches is not None:
+        summary.extra["batches"] = batches.as_dict()
     if deferred and any(deferred.values()):
         summary.extra["deferred"] = {**deferred, "max_cost_usd": config.max_cost_usd}
     return summary

@@ -73,6 +73,10 @@ class ModelSpec(BaseModel):
     # Mark the shared part of each test-time prompt (context and c') as a cache breakpoint
     # (``cache_control: ephemeral``): Anthropic caches only what is marked; OpenAI needs nothing.
     cache_control: bool = False
+    # Sleep time through the provider's batch API (sleeptime/batch.py): the same requests at
+    # ``batch_price_factor`` times the online price (OpenAI and Anthropic: 0.5), within 24 h.
+    batch: bool = False
+    batch_price_factor: float = Field(default=0.5, gt=0, le=1)
     max_concurrency: int = Field(default=8, ge=1)
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=4, ge=0)

@@ -24,6 +24,9 @@ from sleeptime.storage.records import KEYS
 from sleeptime.storage.warehouse import Candidate, connect_read_only
 
 _FAILING = "(SELECT context_id FROM failures_open)"
+# Contexts whose c' a provider batch is still computing (sleeptime/batch.py): covered once collected.
+_IN_FLIGHT = ("(SELECT unnest(from_json(context_ids_json, '[\"VARCHAR\"]')) FROM batches "
+              "WHERE status = 'submitted')")
 
 
 def _delta_sql(table: str) -> str:
@@ -68,12 +71,14 @@ def reference_checks(con: duckdb.DuckDBPyConnection, config: RunConfig, run_id: 
          "SELECT 1 FROM contexts_current c WHERE c.context_id = a.context_id AND c.content_hash = a.context_hash)",
          [run_id, run_id]),
         ("current_contexts_covered",
-         f"every current context has its {len(slots)} configured variants (contexts with open failures excepted)",
+         f"every current context has its {len(slots)} configured variants (contexts with open failures or "
+         "in a provider batch still running excepted)",
          f"""SELECT c.context_id FROM contexts_current c
              LEFT JOIN (SELECT v.context_id, v.context_hash, count(DISTINCT (v.sleep_budget, v.sample_index)) AS n
                         FROM variants v WHERE v.model = ? AND ({slot_sql}) GROUP BY ALL) v
              ON v.context_id = c.context_id AND v.context_hash = c.content_hash
-             WHERE coalesce(v.n, 0) <> {len(slots)} AND c.context_id NOT IN {_FAILING}""",
+             WHERE coalesce(v.n, 0) <> {len(slots)} AND c.context_id NOT IN {_FAILING}
+               AND c.context_id NOT IN {_IN_FLIGHT}""",
          [config.sleep_model, *slot_params]),
         # Only a new variant can make a second one in a slot: the contexts the delta touches.
         ("one_variant_per_slot", "one current variant per (context, text, budget, sample)",

@@ -192,6 +192,26 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("detail_json", pa.string()),
         ]
     ),
+    # Provider batches of sleep-time requests (sleeptime/batch.py): written before the run waits on
+    # them, so a restarted run collects them instead of paying for their items again.
+    "batches": pa.schema(
+        [
+            ("batch_id", pa.string()),  # the provider's
+            ("model", pa.string()),
+            ("stage", pa.string()),
+            ("input_file_id", pa.string()),
+            ("input_sha256", pa.string()),
+            ("item_keys_json", pa.string()),  # the items' custom_ids: variant ids
+            ("context_ids_json", pa.string()),  # their contexts (the gate excepts them while in flight)
+            ("items", pa.int64()),
+            ("attempt", pa.int32()),  # 2: the unfinished items of an expired or cancelled batch
+            ("status", pa.string()),  # submitted | collected
+            ("submitted_at", pa.timestamp("us", tz="UTC")),
+            ("updated_at", pa.timestamp("us", tz="UTC")),
+            ("run_id", pa.string()),
+            ("detail_json", pa.string()),
+        ]
+    ),
 }
 
 
@@ -207,6 +227,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "failures": ("stage", "key", "run_id"),
     "policies": ("policy_version", "scope", "scope_value", "kind", "sleep_budget", "test_budget"),
     "query_log": ("request_id",),
+    "batches": ("batch_id",),
 }
 
 

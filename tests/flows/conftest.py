@@ -73,6 +73,12 @@ class Pipeline:
 
         return getattr(pipelines, flow)(config_path=str(self.config))
 
+    def run_flow(self, **params):
+        """The main flow with flow parameters (``wait_for_batches``, ``collect_only``, ...)."""
+        from flows.pipeline import run
+
+        return run(config_path=str(self.config), **params)
+
     def rows(self):
         return load_corpus(self.corpus).rows
 
