@@ -24,6 +24,8 @@ from sleeptime.analysis.curves import NONE, accuracy_vs_tokens, mark_frontier, o
 from sleeptime.analysis.frames import AnalysisFrames, load_frames  # noqa: E402
 from sleeptime.analysis.headline import headline_numbers  # noqa: E402
 from sleeptime.config import RunConfig  # noqa: E402
+from sleeptime.domain import Usage  # noqa: E402
+from sleeptime.model._gateway import cache_savings  # noqa: E402
 from sleeptime.htmltable import html_table, render  # noqa: E402
 from sleeptime.policy import HeldOutReport, HeldOutSplit, sweep_targets  # noqa: E402
 from sleeptime.policy.store import load_published_policy  # noqa: E402
@@ -194,6 +196,33 @@ def _table(frame: pd.DataFrame, floats: int = 3) -> Markup:
     return Markup(html_table(frame.to_dict("records"), list(frame.columns), floats))
 
 
+def prompt_cache_frame(con: duckdb.DuckDBPyConnection, config: RunConfig) -> pd.DataFrame:
+    """Per stage and model: prompt tokens, the share the provider's prompt cache served, what was
+    spent and what caching saved at the model's prices (models the configuration no longer has
+    are shown without a saving)."""
+    frame = con.execute(
+        """SELECT 'sleep' AS stage, model, sum(prompt_tokens) AS prompt_tokens,
+                  sum(coalesce(cached_prompt_tokens, 0)) AS cached_prompt_tokens,
+                  sum(coalesce(cache_write_tokens, 0)) AS cache_write_tokens, sum(cost_usd) AS cost_usd
+           FROM variants_current GROUP BY ALL
+           UNION ALL
+           SELECT 'test', test_model, sum(prompt_tokens), sum(coalesce(cached_prompt_tokens, 0)),
+                  sum(coalesce(cache_write_tokens, 0)), sum(cost_usd)
+           FROM answers_current GROUP BY ALL ORDER BY 1, 2""").df()
+    if frame.empty:
+        return frame
+    saved = []
+    for row in frame.itertuples():
+        spec = config.models.get(row.model)
+        usage = Usage(prompt_tokens=int(row.prompt_tokens or 0), completion_tokens=0,
+                      cached_prompt_tokens=int(row.cached_prompt_tokens), cache_write_tokens=int(row.cache_write_tokens))
+        factor = spec.batch_price_factor if spec is not None and spec.batch and row.stage == "sleep" else 1.0
+        saved.append(cache_savings(spec, usage) * factor if spec is not None else float("nan"))
+    frame["cached_share"] = frame["cached_prompt_tokens"] / frame["prompt_tokens"].where(frame["prompt_tokens"] > 0)
+    frame["cache_savings_usd"] = saved
+    return frame
+
+
 def logprob_scores_for_report(config: RunConfig, frames: AnalysisFrames) -> tuple[pd.DataFrame | None, str | None]:
     """The model's log P(q | c) per query when `sleeptime predictability --logprob-model` wrote them
     and they cover at least half of the current queries; otherwise (None, None): the text proxy."""
@@ -230,6 +259,7 @@ def build_report(con: duckdb.DuckDBPyConnection, config: RunConfig, frames: Anal
     published_html, published_numbers = published_policy_section(con)
     runs = con.execute("SELECT * FROM v_run_history").df()
     service_html = query_log_section(con, t=weight)
+    caching = prompt_cache_frame(con, config)
 
     cost = head["amortized_cost_reduction"]
     highlight = []
@@ -255,6 +285,7 @@ def build_report(con: duckdb.DuckDBPyConnection, config: RunConfig, frames: Anal
         "frontier": sweep.drop(columns=["kind_accuracy"]).to_dict("records"),
         "published_policy": published_numbers,
         "service": query_log_numbers(con, t=weight),
+        "prompt_cache": caching.to_dict("records"),
     }
     fixed = heldout.fixed.copy()
     policy_row = pd.DataFrame([{"sleep_budget": "POLICY", "test_budget": "per query", "accuracy": heldout.policy_accuracy,
@@ -277,7 +308,10 @@ def build_report(con: duckdb.DuckDBPyConnection, config: RunConfig, frames: Anal
         "report.html.j2",
         head=head, heldout=heldout, heldout_choices=numbers["heldout"]["choices"], weight=weight, small=small,
         policy=config.policy, sweep=sweep.to_dict("records"), svgs=svgs,
-        tables={"curve": _table(curve), "scorecard": _table(scorecard),
+        caching_saved=float(caching["cache_savings_usd"].sum()) if len(caching) else 0.0,
+        caching_share=(float(caching["cached_prompt_tokens"].sum() / caching["prompt_tokens"].sum())
+                       if len(caching) and caching["prompt_tokens"].sum() else 0.0),
+        tables={"curve": _table(curve), "scorecard": _table(scorecard), "caching": _table(caching, floats=4),
                 "runs": _table(runs[[c for c in run_cols if c in runs.columns]], floats=1)},
         published=Markup(published_html), service=Markup(service_html),
         numbers_json=json.dumps(numbers, indent=1, default=str),

@@ -2,6 +2,8 @@
 1,024+ tokens (the fake server emulates OpenAI's rule) reports cached tokens; the run records them
 per row, prices them at the cache price, and says what caching saved."""
 
+import json
+
 import pytest
 
 from sleeptime.dataset import generate_corpus, write_project_jsonl
@@ -53,6 +55,10 @@ def test_cached_prompt_tokens_are_recorded_priced_and_their_saving_reported(cach
     saved = calls.cached_prompt_tokens * (INPUT - CACHE_READ) / 1e6
     assert calls.cache_savings_usd == pytest.approx(saved)
     assert any(line.startswith("prompt cache: ") and f"saved ${saved:.4f}" in line for line in summary.lines())
+    # The report's spend section: the same saving, from the published rows at the model's prices.
+    numbers = json.loads((pipeline.out / "report" / "report.json").read_text())
+    assert sum(r["cache_savings_usd"] for r in numbers["prompt_cache"]) == pytest.approx(saved)
+    assert "Spend and prompt caching" in (pipeline.out / "report" / "report.html").read_text()
 
 
 def test_the_dry_run_prices_the_cache_share_the_provider_had_before(cached_provider):
