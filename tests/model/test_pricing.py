@@ -42,3 +42,18 @@ def test_litellm_map_cache_prices_are_used_when_the_prices_come_from_it():
     expected = (4_000 - 2_048) * info["input_cost_per_token"] + 2_048 * info["cache_read_input_token_cost"]
     assert price(spec, usage) == pytest.approx(expected)
     assert info["cache_read_input_token_cost"] < info["input_cost_per_token"]
+
+
+def test_the_anthropic_request_litellm_builds_keeps_the_cache_breakpoint_on_the_shared_part():
+    from litellm.llms.anthropic.chat.transformation import AnthropicConfig
+
+    from sleeptime.prompts import answer_messages
+
+    messages = answer_messages("Amy has 3 coins. " * 20, "How many coins?", 2, notes="total = 3", cache_breakpoint=True)
+    request = AnthropicConfig().transform_request(model="claude-sonnet-4-5-20250929", messages=messages,
+                                                  optional_params={"max_tokens": 10}, litellm_params={}, headers={})
+    parts = request["messages"][-1]["content"]
+    marked = [p for p in parts if p.get("cache_control")]
+    assert len(marked) == 1 and marked[0]["cache_control"] == {"type": "ephemeral"}
+    assert "Amy has 3 coins." in marked[0]["text"] and "total = 3" in marked[0]["text"]
+    assert "How many coins?" not in marked[0]["text"]
