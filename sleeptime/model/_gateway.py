@@ -27,24 +27,23 @@ from sleeptime.tokens import count_tokens
 log = logging.getLogger(__name__)
 
 
-
 def configure_litellm() -> None:
-    """The process-wide litellm settings the gateway wants; applied once, when this module is imported
-    (so in every process that makes model calls: the driver, each Ray worker, tests). Idempotent.
+    """The process-wide litellm settings the gateway wants; applied when this module is imported, so in
+    every process that makes model calls (driver, Ray workers, tests). Idempotent.
 
-    Where litellm's client CPU goes (profile: bench/results/litellm_client.md): the OpenAI SDK's request
-    transform and send, litellm pricing every response itself, its logging payload, and the thread hop of
-    ``acompletion``. litellm 1.106 has no switch for most of it; the one saving that needs no behaviour
-    change, giving litellm the configured prices (:func:`_register_price`), is made per gateway.
-    Deliberately not set: ``callbacks``/``success_callback`` (empty already; a test keeps them so, since
-    every callback costs every call), ``turn_off_message_logging``, ``disable_streaming_logging``,
-    ``disable_token_counter`` (no measurable change), ``disable_aiohttp_transport`` (httpx's transport
-    costs ~1.4 ms more a call), ``EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER`` (~1.5 ms less a call, but
-    a malformed body then raises ``litellm.APIError``, which the retry policy and the contract pinned in
-    tests/testing/test_fake_openai.py do not expect).
+    Where litellm's client CPU goes, per call (bench/results/litellm_client.md): the OpenAI SDK building
+    and sending the request (~40 %), litellm pricing every response itself (~15 %, see
+    :func:`_register_price`), the executor-thread hop of ``acompletion`` (~15 %), its success-logging
+    payload (~6 %), parsing the reply (~5 %). litellm 1.106 has no switch for most of it. Measured and
+    deliberately not set: ``turn_off_message_logging``, ``disable_streaming_logging``,
+    ``disable_token_counter`` (no measurable change); ``disable_aiohttp_transport`` (httpx costs more);
+    ``EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER`` (skips the OpenAI SDK, about a quarter less CPU a call,
+    but a malformed body then raises ``litellm.APIError`` with status 200, which the retry policy and the
+    contract pinned in tests/testing/test_fake_openai.py do not expect). ``litellm.callbacks`` and the
+    other callback lists are empty and stay so (a test checks): each callback costs every call.
     """
     # Otherwise every failed call prints a "Give Feedback / Get Help" banner to stdout: once per
-    # retried error under faults, and noise in every worker's log. The error itself is unchanged.
+    # retried error under faults, noise in every worker's log. The error raised is the same.
     litellm.suppress_debug_info = True
 
 
@@ -348,20 +347,19 @@ def _in_price_map(model: str) -> bool:
 
 def _register_price(spec: ModelSpec) -> None:
     """Give litellm the configured price of a model its price map lacks (a local server's alias, the
-    reference reasoner, a new model). litellm prices every response itself, whatever we do
-    (``response._hidden_params["response_cost"]``, reused by its logging payload); for a model missing
-    from its map that lookup walks all of its fallback rules before giving up, about 0.4-0.8 ms of CPU
-    a call, 10-15 % of litellm's client CPU per call. With the entry it is a direct hit. The gateway still
-    prices every call itself (:func:`price`); a model already in the map keeps litellm's entry, and
-    nothing else litellm does depends on it. Cache reads and writes are priced at the input price
-    unless configured, as :func:`price` does."""
+    reference reasoner, a model newer than the map), once per gateway. litellm prices every response
+    itself, whatever we do (``response._hidden_params["response_cost"]``, reused by its logging payload);
+    for a model missing from its map that lookup walks all its fallback rules and fails, each call
+    (0.27 ms against 0.12 ms for a direct hit, measured alone; litellm's pricing went from 15 % to 9 % of
+    the client's CPU samples). The gateway still prices every call itself (:func:`price`). A model already
+    in the map keeps litellm's entry. Cache reads and writes at the input price unless configured."""
     if spec.input_cost_per_million is None or spec.output_cost_per_million is None or "/" not in spec.model:
         return
     if spec.model not in _REGISTERED_PRICES and _in_price_map(spec.model):
         return
     per_token_in = spec.input_cost_per_million / 1_000_000
-    cache_read = getattr(spec, "cache_read_cost_per_million", None)
-    cache_write = getattr(spec, "cache_write_cost_per_million", None)
+    cache_read = spec.cache_read_cost_per_million
+    cache_write = spec.cache_write_cost_per_million
     litellm.register_model({spec.model: {
         "litellm_provider": spec.model.split("/", 1)[0],
         "mode": "chat",

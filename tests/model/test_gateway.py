@@ -161,3 +161,51 @@ def test_continuation_logprob_sums_the_continuation_tokens_only(monkeypatch):
     assert score == -2.5 - 0.7 - 0.3  # " How", " many", "?": not the generated "\n", not the prompt
     assert seen["echo"] is True and seen["logprobs"] == 1 and seen["max_tokens"] == 1
     assert seen["prompt"] == prefix + continuation
+
+
+# --- the litellm client settings (sleeptime.model._gateway.configure_litellm, _register_price) ----------
+
+
+def test_litellm_settings_in_effect_and_a_real_call_keeps_usage_and_cost():
+    """What the gateway sets up for litellm is in effect once it exists: no callback that every call
+    would pay for, no debug banner per error, and the configured price of a model litellm's map lacks
+    registered with litellm, so litellm's own per-response pricing is a direct hit instead of a walk
+    through its fallback rules. A call against the fake OpenAI server still returns usage and cost."""
+    from sleeptime.testing.fake_openai import FakeOpenAIServer, FaultConfig, reply_for
+
+    model = "openai/fake-gateway-settings"
+    with pytest.raises(Exception):  # not in litellm's map before
+        litellm.cost_per_token(model=model, prompt_tokens=1, completion_tokens=1)
+    with FakeOpenAIServer(FaultConfig(latency_s=0)) as server:
+        spec = ModelSpec(model=model, api_base=server.base_url, api_key="x", input_cost_per_million=3.0,
+                         output_cost_per_million=5.0, max_retries=0)
+        gw = ModelGateway({"fake": spec})
+        for name in ("callbacks", "success_callback", "failure_callback", "input_callback", "service_callback",
+                     "_async_success_callback", "_async_failure_callback", "_async_input_callback"):
+            assert getattr(litellm, name) == [], f"litellm.{name} = {getattr(litellm, name)!r}: every call would pay for it"
+        assert litellm.suppress_debug_info is True
+        assert litellm.cost_per_token(model=model, prompt_tokens=10**6, completion_tokens=10**6) == pytest.approx((3.0, 5.0))
+
+        messages = [{"role": "user", "content": "What is two plus two?"}]
+        out = asyncio.run(gw.complete("fake", messages, max_tokens=8))
+    expected = reply_for(messages, max_tokens=8)
+    assert out.text == expected.content
+    assert (out.usage.prompt_tokens, out.usage.completion_tokens) == (expected.prompt_tokens, expected.completion_tokens)
+    assert out.cost_usd == pytest.approx((3.0 * out.usage.prompt_tokens + 5.0 * out.usage.completion_tokens) / 1e6)
+    assert out.cost_usd > 0 and gw.counters.calls == 1 and gw.counters.cost_usd == out.cost_usd
+
+
+def test_a_registered_price_prices_no_other_spec_and_mapped_models_keep_litellm_prices():
+    model = "openai/fake-registered-once"
+    ModelGateway({"a": ModelSpec(model=model, input_cost_per_million=1.0, output_cost_per_million=1.0)})
+    # litellm now knows a price for it, but that price is another spec's configuration: still refused.
+    with pytest.raises(ValueError, match="no price"):
+        ModelGateway({"b": ModelSpec(model=model)})
+    # Configured again at another price: litellm follows the latest configuration.
+    ModelGateway({"c": ModelSpec(model=model, input_cost_per_million=2.0, output_cost_per_million=4.0)})
+    assert litellm.cost_per_token(model=model, prompt_tokens=10**6, completion_tokens=10**6) == pytest.approx((2.0, 4.0))
+    # A model in litellm's map keeps litellm's entry, whatever a spec configures.
+    known = "openai/gpt-4o-mini"
+    before = litellm.cost_per_token(model=known, prompt_tokens=10**6, completion_tokens=10**6)
+    ModelGateway({"d": ModelSpec(model=known, input_cost_per_million=123.0, output_cost_per_million=456.0)})
+    assert litellm.cost_per_token(model=known, prompt_tokens=10**6, completion_tokens=10**6) == before
