@@ -54,7 +54,7 @@ browser:
 # SLEEPTIME_REQUIRE_LOCAL_LLM: the SmolLM2 tests fail instead of skipping when the extra is missing.
 # Two pytest-xdist workers, a test module each at a time (module fixtures are built once): the
 # end-to-end tests wait on subprocesses and servers about half the time, so two overlap well on
-# 2 cores (24.5 min in one process, 12.8 in two). TEST_WORKERS=0 runs in one process.
+# 2 cores (24.5 min in one process, 12.8 in two on the same tree). TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 test: install-test local-llm browser
 	SLEEPTIME_REQUIRE_LOCAL_LLM=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope $(ARGS)
