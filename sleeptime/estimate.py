@@ -21,12 +21,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import pyarrow as pa
+
 from sleeptime.compute import AnswerJob, SleepJob
 from sleeptime.config import RunConfig
 from sleeptime.domain import AnswerBudget, Context, Query, Usage
 from sleeptime.model import price
-from sleeptime.model._gateway import cache_savings
-from sleeptime.model._gateway import count_message_tokens
+from sleeptime.model._gateway import cache_savings, count_message_tokens
 from sleeptime.pipeline import CorpusDiff, ingest_corpus, pending_sleep_jobs, pending_test_jobs
 from sleeptime.prompts import answer_messages, sleep_messages
 from sleeptime.storage import Lake
@@ -34,7 +35,7 @@ from sleeptime.storage.lake import lake_index
 from sleeptime.tokens import count_tokens
 
 J = TypeVar("J")
-SAMPLE_ROWS = 200  # recent rows per (stage, model) rebuilt to measure the provider's tokenizer ratio
+SAMPLE_ROWS = 200  # rows per (stage, model), a reservoir sample, rebuilt to measure the provider's tokenizer ratio
 
 
 @dataclass(frozen=True)
@@ -119,39 +120,49 @@ def _history(lake: Lake, config: RunConfig, overlay: dict | None) -> _History:
                UNION ALL
                SELECT 'test', test_model, sum(cached_prompt_tokens) / nullif(sum(prompt_tokens), 0),
                       sum(cache_write_tokens) / nullif(sum(prompt_tokens), 0) FROM answers GROUP BY ALL""").fetchall()}
+        # A reservoir sample of each configured model's rows, then only the texts those rows need:
+        # no sort and no distinct over the whole history (the lake may hold millions of answers).
         sleep_rows = idx.execute(
-            """SELECT model, sleep_budget, prompt_tokens, text, context_text FROM (
-                   SELECT v.model, v.sleep_budget, v.prompt_tokens, v.text, c.text AS context_text,
-                          row_number() OVER (PARTITION BY v.model ORDER BY v.run_id DESC, v.variant_id) AS rn
-                   FROM variants v JOIN (SELECT DISTINCT ON (content_hash) content_hash, text FROM contexts
-                                         WHERE NOT deleted) c ON c.content_hash = v.context_hash)
-               WHERE rn <= ?""", [SAMPLE_ROWS]).fetchall()
+            f"""SELECT model, sleep_budget, prompt_tokens, text, context_hash
+                FROM (SELECT * FROM variants WHERE model = ?) TABLESAMPLE reservoir({SAMPLE_ROWS:d} ROWS) REPEATABLE (7)""",
+            [config.sleep_model]).fetchall()
         test_rows = idx.execute(
-            """SELECT test_model, test_budget, prompt_tokens, context_text, query_text, notes FROM (
-                   SELECT a.test_model, a.test_budget, a.prompt_tokens, c.text AS context_text, q.text AS query_text,
-                          v.text AS notes,
-                          row_number() OVER (PARTITION BY a.test_model ORDER BY a.run_id DESC, a.answer_id) AS rn
-                   FROM answers a
-                   JOIN (SELECT DISTINCT ON (content_hash) content_hash, text FROM contexts WHERE NOT deleted) c
-                     ON c.content_hash = a.context_hash
-                   JOIN (SELECT DISTINCT ON (query_id, context_hash) query_id, context_hash, text FROM queries) q
-                     ON q.query_id = a.query_id AND q.context_hash = a.context_hash
-                   LEFT JOIN (SELECT DISTINCT ON (variant_id) variant_id, text FROM variants) v
-                     ON v.variant_id = a.variant_id)
-               WHERE rn <= ?""", [SAMPLE_ROWS]).fetchall()
+            f"""SELECT test_model, test_budget, prompt_tokens, context_hash, query_id, variant_id
+                FROM (SELECT * FROM answers WHERE test_model = ?) TABLESAMPLE reservoir({SAMPLE_ROWS:d} ROWS)
+                REPEATABLE (7)""",
+            [config.test_model]).fetchall()
+        hashes = sorted({r[4] for r in sleep_rows} | {r[3] for r in test_rows})
+        idx.register("_wanted_hashes", pa.table({"h": pa.array(hashes, pa.string())}))
+        context_text = dict(idx.execute(
+            "SELECT content_hash, any_value(text) FROM contexts WHERE NOT deleted "
+            "AND content_hash IN (SELECT h FROM _wanted_hashes) GROUP BY ALL").fetchall())
+        idx.register("_wanted_queries", pa.table({"q": pa.array(sorted({r[4] for r in test_rows}), pa.string())}))
+        query_text = {(q, h): t for q, h, t in idx.execute(
+            "SELECT query_id, context_hash, any_value(text) FROM queries WHERE query_id IN (SELECT q FROM _wanted_queries) "
+            "GROUP BY ALL").fetchall()}
+        idx.register("_wanted_variants", pa.table({"v": pa.array(sorted({r[5] for r in test_rows if r[5]}), pa.string())}))
+        notes_text = dict(idx.execute(
+            "SELECT variant_id, any_value(text) FROM variants WHERE variant_id IN (SELECT v FROM _wanted_variants) "
+            "GROUP BY ALL").fetchall())
     reported: dict[tuple[str, str], float] = defaultdict(float)
     counted: dict[tuple[str, str], float] = defaultdict(float)
     cprime: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for model, budget, prompt_tokens, text, context_text in sleep_rows:
+    for model, budget, prompt_tokens, text, context_hash in sleep_rows:
+        if context_hash not in context_text:
+            continue
         reported["sleep", model] += prompt_tokens or 0
-        counted["sleep", model] += count_message_tokens(sleep_messages(context_text))
+        counted["sleep", model] += count_message_tokens(sleep_messages(context_text[context_hash]))
         cprime[model, budget].append(count_tokens(text or ""))
-    for model, budget, prompt_tokens, context_text, query_text, notes in test_rows:
-        if budget not in verbosity:  # a budget no longer configured: its prompt cannot be rebuilt
+    for model, budget, prompt_tokens, context_hash, query_id, variant_id in test_rows:
+        # A budget no longer configured, or a text no longer in the lake: the prompt cannot be rebuilt.
+        if budget not in verbosity or context_hash not in context_text or (query_id, context_hash) not in query_text:
+            continue
+        if variant_id and variant_id not in notes_text:
             continue
         reported["test", model] += prompt_tokens or 0
-        counted["test", model] += count_message_tokens(
-            answer_messages(context_text, query_text, verbosity[budget], notes=notes))
+        counted["test", model] += count_message_tokens(answer_messages(
+            context_text[context_hash], query_text[query_id, context_hash], verbosity[budget],
+            notes=notes_text.get(variant_id) if variant_id else None))
     return _History(
         sleep_completion=sleep_completion,
         test_completion=test_completion,
