@@ -212,21 +212,15 @@ class BatchStep:
                 self._fail(by_key, key, f"batch {row['batch_id']}: status {response.get('status_code')}", out)
                 continue
             usage = usage_of(litellm.Usage(**body.get("usage", {})))
-            cost = price(self.spec, usage) * self.spec.batch_price_factor
+            factor = self.spec.price_factor("sleep")
+            cost = price(self.spec, usage) * factor
             text = body["choices"][0].get("message", {}).get("content") or ""
             out.variants.append(Variant(
                 context_id=job.context.id, context_hash=job.context.content_hash, model=self.model,
                 sleep_budget=job.budget.name, sample_index=job.sample_index, prompt_version=PROMPT_VERSION,
                 text=clip_memory(text), usage=usage, cost_usd=cost, latency_s=latency,
             ))
-            c = out.counters
-            c.calls += 1
-            c.prompt_tokens += usage.prompt_tokens
-            c.completion_tokens += usage.completion_tokens
-            c.cost_usd += cost
-            c.cached_prompt_tokens += usage.cached_prompt_tokens
-            c.cache_write_tokens += usage.cache_write_tokens
-            c.cache_savings_usd += cache_savings(self.spec, usage) * self.spec.batch_price_factor
+            out.counters.record_call(usage, cost, cache_savings(self.spec, usage) * factor)
         return answered
 
     def _fail(self, by_key: dict[str, SleepJob], key: str, reason: str, out: BatchOutcome) -> None:

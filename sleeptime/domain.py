@@ -66,6 +66,16 @@ class CallCounters:
     cache_hits: int = 0  # replies from the response cache: no call made
     failed_calls: int = 0  # calls that failed for good (non-retryable error, out of retries, no usage)
 
+    def record_call(self, usage: Usage, cost_usd: float, cache_savings_usd: float) -> None:
+        """Count one call the provider answered."""
+        self.calls += 1
+        self.prompt_tokens += usage.prompt_tokens
+        self.completion_tokens += usage.completion_tokens
+        self.cost_usd += cost_usd
+        self.cached_prompt_tokens += usage.cached_prompt_tokens
+        self.cache_write_tokens += usage.cache_write_tokens
+        self.cache_savings_usd += cache_savings_usd
+
     def __add__(self, other: CallCounters) -> CallCounters:
         return CallCounters(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
 

@@ -187,8 +187,7 @@ class Estimator:
 
     def _usd(self, stage: str, model: str, prompt: float, completion: float) -> float:
         spec = self.config.models[model]
-        factor = spec.batch_price_factor if stage == "sleep" and spec.batch else 1.0
-        return price(spec, self._usage(stage, model, prompt, completion)) * factor
+        return price(spec, self._usage(stage, model, prompt, completion)) * spec.price_factor(stage)
 
     def sleep(self, job: SleepJob) -> tuple[float, float, bool]:
         """(prompt tokens, completion tokens, calibrated) for one sleep job."""
@@ -243,7 +242,7 @@ class Estimator:
             completion = sum(c for _, c, _ in priced)
             usage = self._usage(stage, model, prompt, completion)
             spec = self.config.models[model]
-            factor = spec.batch_price_factor if stage == "sleep" and spec.batch else 1.0
+            factor = spec.price_factor(stage)
             stages.append(StageEstimate(stage, model, len(jobs), prompt, completion, price(spec, usage) * factor,
                                         all(ok for _, _, ok in priced), cache_savings(spec, usage) * factor,
                                         batch=stage == "sleep" and spec.batch))

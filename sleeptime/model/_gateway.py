@@ -213,13 +213,7 @@ class ModelGateway:
         if not limiter.unlimited:
             limiter.record(usage.prompt_tokens + usage.completion_tokens, reserved=estimate)
         cost = price(spec, usage)
-        self.counters.calls += 1
-        self.counters.prompt_tokens += usage.prompt_tokens
-        self.counters.completion_tokens += usage.completion_tokens
-        self.counters.cost_usd += cost
-        self.counters.cached_prompt_tokens += usage.cached_prompt_tokens
-        self.counters.cache_write_tokens += usage.cache_write_tokens
-        self.counters.cache_savings_usd += cache_savings(spec, usage)
+        self.counters.record_call(usage, cost, cache_savings(spec, usage))
         if cache_key is not None:
             self.cache.put(cache_key, CachedReply(text=text, usage=usage))  # type: ignore[union-attr]
         return Completion(model=name, text=text, usage=usage, cost_usd=cost, latency_s=latency, attempts=attempts)
@@ -326,15 +320,12 @@ def cache_savings(spec: ModelSpec, usage: Usage) -> float:
 def _check_priced(name: str, spec: ModelSpec) -> None:
     if spec.input_cost_per_million is not None and spec.output_cost_per_million is not None:
         return
-    try:
-        if spec.model in _REGISTERED_PRICES:
-            raise LookupError("only another spec's configured price is in litellm's map")
-        litellm.cost_per_token(model=spec.model, prompt_tokens=1, completion_tokens=1)
-    except Exception as exc:
+    # A price some gateway registered (_register_price) is configuration, not litellm's map.
+    if spec.model in _REGISTERED_PRICES or not _in_price_map(spec.model):
         raise ValueError(
             f"model {name!r} ({spec.model}) has no price in litellm's map; set input_cost_per_million and "
             "output_cost_per_million in its configuration (0 is allowed)"
-        ) from exc
+        )
 
 
 def _in_price_map(model: str) -> bool:

@@ -134,6 +134,11 @@ class ModelSpec(BaseModel):
         """The environment variable that should have held this model's key but was unset."""
         return self.api_key_env if self.api_key is None and self.api_key_env else None
 
+    def price_factor(self, stage: str) -> float:
+        """This model's price for ``stage`` ("sleep" or "test") relative to its online price: sleep
+        time goes through the batch API when ``batch`` is set."""
+        return self.batch_price_factor if self.batch and stage == "sleep" else 1.0
+
     def call_params(self, budget: SleepBudget | AnswerBudget) -> tuple[int, str | None, int | None]:
         """(max_tokens, reasoning_effort, thinking_tokens) for a call at ``budget`` on this model.
 

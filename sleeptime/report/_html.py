@@ -216,8 +216,7 @@ def prompt_cache_frame(con: duckdb.DuckDBPyConnection, config: RunConfig) -> pd.
         spec = config.models.get(row.model)
         usage = Usage(prompt_tokens=int(row.prompt_tokens or 0), completion_tokens=0,
                       cached_prompt_tokens=int(row.cached_prompt_tokens), cache_write_tokens=int(row.cache_write_tokens))
-        factor = spec.batch_price_factor if spec is not None and spec.batch and row.stage == "sleep" else 1.0
-        saved.append(cache_savings(spec, usage) * factor if spec is not None else float("nan"))
+        saved.append(cache_savings(spec, usage) * spec.price_factor(row.stage) if spec is not None else float("nan"))
     frame["cached_share"] = frame["cached_prompt_tokens"] / frame["prompt_tokens"].where(frame["prompt_tokens"] > 0)
     frame["cache_savings_usd"] = saved
     return frame
