@@ -309,6 +309,8 @@ def main() -> None:
     parser.add_argument("--sleep-budgets", default="small,medium,large",
                         help=f"the 1.5B's sleep budgets, comma-separated, among {', '.join(SLEEP_TOKENS)} (medium always)")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench" / "real_llm")
+    parser.add_argument("--output-dir", type=Path, default=ROOT / "out",
+                        help="the product's output folder: the summary for its report goes to <output-dir>/analysis")
     parser.add_argument("--results", type=Path, default=None,
                         help="results path without suffix (default bench/results/real_llm[_quick][_<corpus>])")
     args = parser.parse_args()
@@ -333,6 +335,16 @@ def main() -> None:
     args.results.with_suffix(".json").write_text(json.dumps({"summary": summary, **raw}, indent=1, default=str) + "\n")
     text = markdown(raw, summary, args, load_before, load_after)
     args.results.with_suffix(".md").write_text(text)
+    # The report's section on a real model (sleeptime.report: RunConfig.real_model_results).
+    stem = args.results.name
+    for_report = args.output_dir / "analysis" / (
+        "real_model" + (stem[len("real_llm"):] if stem.startswith("real_llm") else f"_{stem}") + ".json")
+    for_report.parent.mkdir(parents=True, exist_ok=True)
+    for_report.write_text(json.dumps({
+        "corpus": args.corpus_label or "data/demo/corpus.jsonl", "command": text.split("`")[1],
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "contexts": raw["contexts"],
+        "n_queries": raw["n_queries"], "sleep_model": BIG, "sleep_budgets": raw["sleep_budgets"],
+        "summary": summary}, default=str) + "\n")
     print(text)
 
 

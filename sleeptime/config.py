@@ -259,6 +259,12 @@ class RunConfig(BaseModel):
         predictability --logprob-model`); the report's predictability analysis uses them when present."""
         return self.output_dir / "analysis" / "logprob_scores.parquet"
 
+    @property
+    def real_model_results(self) -> list[Path]:
+        """Summaries of the method measured on real models (``real_model*.json``, written by
+        bench/real_llm.py): the report shows one section per file."""
+        return sorted((self.output_dir / "analysis").glob("real_model*.json"))
+
 
 def load_config(path: Path | None = None, **overrides: Any) -> RunConfig:
     """Read ``path`` (YAML) if given, then apply non-None ``overrides`` on top."""

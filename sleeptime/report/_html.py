@@ -175,6 +175,49 @@ def published_policy_section(con: duckdb.DuckDBPyConnection) -> tuple[str, dict[
     return render("published_policy.html.j2", version=policy.version, summary=d, saved=saved), numbers
 
 
+def plot_real_model(cells: list[dict[str, Any]]) -> str:
+    """Accuracy (95 % interval) against mean test-time tokens per measured cell: one colour per
+    test model, open markers on the raw context, filled with c'."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    models = sorted({c["test_model"] for c in cells})
+    for i, model in enumerate(models):
+        for c in (c for c in cells if c["test_model"] == model):
+            raw = c["sleep"] == NONE
+            err = [[c["accuracy"] - c["ci_low"]], [c["ci_high"] - c["accuracy"]]]
+            ax.errorbar(c["mean_test_tokens"], c["accuracy"], yerr=err, fmt="o", ms=6, capsize=2,
+                        color=COLORS[i % len(COLORS)], mfc="white" if raw else COLORS[i % len(COLORS)])
+            ax.annotate(f"{'raw' if raw else c['sleep']} {c['test']}", (c["mean_test_tokens"], c["accuracy"]),
+                        fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ax.plot([], [], "o", color=COLORS[i % len(COLORS)], label=model)
+    ax.set_xlabel("mean test-time completion tokens")
+    ax.set_ylabel("accuracy (95 % interval)")
+    _log_scale(ax, "x")
+    ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return _svg(fig)
+
+
+def real_model_sections(config: RunConfig) -> tuple[str, list[dict[str, Any]]]:
+    """One section per real-model summary bench/real_llm.py left in the output (see
+    RunConfig.real_model_results); a file that does not read as one is named, not fatal."""
+    parts, numbers = [], []
+    for i, path in enumerate(config.real_model_results):
+        try:
+            result = json.loads(path.read_text(encoding="utf-8"))
+            cells = result["summary"]["cells"]
+            svg = plot_real_model(cells) if cells else "<svg></svg>"
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            parts.append(render("real_model.html.j2", result=None, path=path.name, error=f"{type(exc).__name__}: {exc}"))
+            continue
+        table = pd.DataFrame(cells)[["test_model", "cprime", "test", "n", "accuracy", "ci_low", "ci_high",
+                                      "mean_test_tokens", "sleep_tokens_per_context", "amortized_cost_10q"]]
+        parts.append(render("real_model.html.j2", result=result, path=path.name, error=None, plot_id=f"plot-real-model-{i}",
+                            svg=Markup(svg), table=_table(table)))
+        numbers.append({"file": path.name, **{k: v for k, v in result.items() if k != "summary"}, **result["summary"]})
+    return "\n".join(parts), numbers
+
+
 def plot_runs(runs: pd.DataFrame) -> str:
     fig, ax = plt.subplots(figsize=(7.5, 3.2))
     labels = [str(i + 1) for i in range(len(runs))]
@@ -259,6 +302,7 @@ def build_report(con: duckdb.DuckDBPyConnection, config: RunConfig, frames: Anal
     runs = con.execute("SELECT * FROM v_run_history").df()
     service_html = query_log_section(con, t=weight)
     caching = prompt_cache_frame(con, config)
+    real_html, real_numbers = real_model_sections(config)
 
     cost = head["amortized_cost_reduction"]
     highlight = []
@@ -285,6 +329,7 @@ def build_report(con: duckdb.DuckDBPyConnection, config: RunConfig, frames: Anal
         "published_policy": published_numbers,
         "service": query_log_numbers(con, t=weight),
         "prompt_cache": caching.to_dict("records"),
+        "real_models": real_numbers,
     }
     fixed = heldout.fixed.copy()
     policy_row = pd.DataFrame([{"sleep_budget": "POLICY", "test_budget": "per query", "accuracy": heldout.policy_accuracy,
@@ -312,7 +357,7 @@ def build_report(con: duckdb.DuckDBPyConnection, config: RunConfig, frames: Anal
                        if len(caching) and caching["prompt_tokens"].sum() else 0.0),
         tables={"curve": _table(curve), "scorecard": _table(scorecard), "caching": _table(caching, floats=4),
                 "runs": _table(runs[[c for c in run_cols if c in runs.columns]], floats=1)},
-        published=Markup(published_html), service=Markup(service_html),
+        published=Markup(published_html), service=Markup(service_html), real_model=Markup(real_html),
         numbers_json=json.dumps(numbers, indent=1, default=str),
         built=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )

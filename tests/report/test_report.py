@@ -125,6 +125,39 @@ def test_report_uses_saved_log_probabilities_when_they_cover_the_queries(publish
         path.unlink(missing_ok=True)
 
 
+def test_report_shows_each_real_model_summary_the_bench_left(published, tmp_path):
+    """bench/real_llm.py leaves <output>/analysis/real_model*.json; the report gains a section per
+    file (plot, table, the reduction and scaling lines), and a file that does not read is named."""
+    import json
+
+    warehouse, config = published
+    analysis = config.output_dir / "analysis"
+    analysis.mkdir(parents=True, exist_ok=True)
+    cell = {"test_model": "qwen-coder-0.5b", "sleep": "none", "cprime": "none (raw)", "test": "t2-steps", "n": 120,
+            "accuracy": 0.31, "ci_low": 0.23, "ci_high": 0.40, "mean_test_tokens": 17.0,
+            "sleep_tokens_per_context": 0.0, "amortized_cost_10q": 175.0}
+    with_c = {**cell, "sleep": "medium", "cprime": "1.5B medium", "test": "t1-brief", "accuracy": 0.6,
+              "ci_low": 0.51, "ci_high": 0.68, "mean_test_tokens": 7.0, "sleep_tokens_per_context": 384.0}
+    summary = {"cells": [cell, with_c], "reduction": {"qwen-coder-0.5b": {"raw": cell, "with_cprime": with_c, "ratio": 17 / 7}},
+               "sleep_scaling": {"qwen-coder-0.5b at t1-brief": [cell, with_c]},
+               "predictability": {"log P(q | c) under the 1.5B": None}}
+    good, bad = analysis / "real_model.json", analysis / "real_model_broken.json"
+    try:
+        good.write_text(json.dumps({"corpus": "demo-subset", "command": "python bench/real_llm.py", "contexts": 24,
+                                    "n_queries": 120, "sleep_budgets": ["medium"], "summary": summary}))
+        bad.write_text("{not json")
+        out = write_report(warehouse, config, tmp_path / "real.html")
+        page = out.read_text()
+        assert "On a real model: demo-subset" in page and 'id="plot-real-model-0"' in page
+        assert "qwen-coder-0.5b: 2.4x fewer test tokens" in page and "1.5B medium" in page
+        assert "real_model_broken.json</code> could not be read" in page
+        numbers = json.loads(out.with_suffix(".json").read_text())["real_models"]
+        assert [n["file"] for n in numbers] == ["real_model.json"] and numbers[0]["cells"][1]["accuracy"] == 0.6
+    finally:
+        good.unlink(missing_ok=True)
+        bad.unlink(missing_ok=True)
+
+
 def test_predictability_command_prints_the_gain_by_quantile(published):
     from typer.testing import CliRunner
 
