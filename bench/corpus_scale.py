@@ -72,7 +72,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import _measure  # noqa: E402
 from pipeline_workers import (  # noqa: E402  (the process-tree sampler and its helpers)
-    KINDS,
     MIB,
     cpu_between,
     machine_header,
