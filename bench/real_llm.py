@@ -1,24 +1,28 @@
 """The method on a real neural model, offline: Qwen2.5-Coder prepares c', measured against the raw context.
 
-    .venv/bin/python bench/real_llm.py            # 24 demo contexts x 5 queries = 120, about an hour
+    .venv/bin/python bench/real_llm.py            # 24 demo contexts x 5 queries = 120, about 70 minutes
     .venv/bin/python bench/real_llm.py --quick    # 6 contexts x 2 queries, about 10 minutes
-    .venv/bin/python bench/real_llm.py --corpus path/to/stateful_gsm_symbolic.jsonl
+    .venv/bin/python bench/real_llm.py --corpus path/to/stateful_gsm_symbolic.jsonl --per-context 1
+    (bench/stateful_gsm.py makes one from published GSM-Symbolic rows)
 
 Needs `make real-llm` (the two models, assembled and verified). Every call goes through the
 product's model gateway (litellm to llama.cpp's OpenAI-compatible server, which this script starts
 and stops) and its response cache under --out, so an interrupted run resumes where it stopped.
 
-The grid (sized to about an hour on 2 cores):
-* sleep time: c' by the 1.5B at sleep budget ``medium`` (384 tokens) for every context;
-* the 0.5B answers every query on the raw context and with the 1.5B's c', at ``t1-brief`` (96
-  tokens) and ``t2-steps`` (384 tokens): the strong-prepares / fast-answers cell;
-* the 1.5B answers a third of the queries at ``t2-steps`` on the raw context and with its own c';
-* predictability: the text proxy per query (share of the question's words stated in one line of
-  c'); the gain of c' by halves of it. Not log P(q | c): llama-cpp-python's server returns echoed
-  prompt log-probabilities shifted by one token (see ``run``), so the paper's measure needs a
-  provider that scores prompts correctly (``sleeptime predictability --logprob-model``).
+The grid (sized to about 70 minutes on 2 cores):
+* sleep time: c' by the 1.5B at sleep budgets small, medium and large (192, 384, 768 tokens) for
+  every context (``--sleep-budgets``; medium is the one every comparison below uses);
+* the 0.5B answers every query on the raw context and with the 1.5B's medium c' at ``t1-brief`` (96
+  tokens) and ``t2-steps`` (384): the strong-prepares / fast-answers cell; and at t1-brief with each
+  sleep budget's c': the sleep-scaling curve;
+* the 1.5B answers a third of the queries at ``t2-steps`` on the raw context and with each of its c';
+* predictability: log P(q | c) under the 1.5B (the paper's measure: the server's echoed prompt
+  log-probabilities, aligned by the model's BOS token, sleeptime.model.continuation_logprob) by
+  quintile, and the text proxy (share of the question's words stated in one line of c') by halves:
+  the gain of c' in each part.
 
-Writes bench/results/real_llm.md and .json (the replies included, so "why" can be read).
+Writes bench/results/real_llm.md and .json (the replies included, so "why" can be read), and the
+summary for the report's section on a real model to out/analysis/real_model.json.
 """
 
 from __future__ import annotations
@@ -306,15 +310,17 @@ def main() -> None:
     parser.add_argument("--contexts", type=int, default=24)
     parser.add_argument("--per-context", type=int, default=5)
     parser.add_argument("--big-fraction", type=float, default=1 / 3, help="share of queries the 1.5B also answers")
-    parser.add_argument("--sleep-budgets", default="small,medium,large",
-                        help=f"the 1.5B's sleep budgets, comma-separated, among {', '.join(SLEEP_TOKENS)} (medium always)")
+    parser.add_argument("--sleep-budgets", default=None,
+                        help=f"the 1.5B's sleep budgets, comma-separated, among {', '.join(SLEEP_TOKENS)} (medium always; "
+                             "default all three, medium only with --quick)")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench" / "real_llm")
     parser.add_argument("--output-dir", type=Path, default=ROOT / "out",
                         help="the product's output folder: the summary for its report goes to <output-dir>/analysis")
     parser.add_argument("--results", type=Path, default=None,
                         help="results path without suffix (default bench/results/real_llm[_quick][_<corpus>])")
     args = parser.parse_args()
-    names = [n.strip() for n in args.sleep_budgets.split(",") if n.strip()]
+    names = [n.strip() for n in (args.sleep_budgets or ("medium" if args.quick else ",".join(SLEEP_TOKENS))).split(",")
+             if n.strip()]
     unknown = sorted(set(names) - set(SLEEP_TOKENS))
     if unknown:
         parser.error(f"unknown sleep budget(s) {unknown}; choose among {sorted(SLEEP_TOKENS)}")
