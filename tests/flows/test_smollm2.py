@@ -47,7 +47,7 @@ def test_smollm2_answers_from_raw_and_enriched_contexts_with_real_usage(pipeline
     smollm2 = {
         "model": "openai/smollm2", "api_base": f"http://127.0.0.1:{port}/v1", "api_key": "local",
         "input_cost_per_million": 0.0, "output_cost_per_million": 0.0, "max_concurrency": 1, "timeout_s": 120,
-        "local_server": {"gguf": "smollm2", "port": port},
+        "local_server": {"gguf": "smollm2", "port": port, "bos_text": "<|im_start|>"},
     }
     pipeline.write_config(
         models={"reference": REFERENCE_MODEL.model_dump(mode="json"), "smollm2": smollm2},
@@ -76,3 +76,16 @@ def test_smollm2_answers_from_raw_and_enriched_contexts_with_real_usage(pipeline
     assert all(p["small"] > p["none"] for p in by_query.values())
     assert summary.counters.calls == 6 + 1  # 6 answers by SmolLM2, 1 variant by the reference reasoner
 
+    # The paper's predictability score from the same local model: `sleeptime predictability
+    # --logprob-model` starts the server, scores log P(q | c) for every query and saves them.
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from sleeptime.cli import app
+
+    result = CliRunner().invoke(app, ["predictability", "--config", str(pipeline.config), "--logprob-model", "smollm2"])
+    assert result.exit_code == 0, result.output
+    assert "log P(q | c) under smollm2" in result.output
+    saved = pd.read_parquet(pipeline.out / "analysis" / "logprob_scores.parquet")
+    assert len(saved) == 3 and saved["score"].notna().all() and (saved["score"] < 0).all()
+    assert not is_serving(LocalServerSpec(gguf="smollm2", port=port)), "the command stops the server it started"
