@@ -181,7 +181,7 @@ SMOLLM2_LOCAL = ModelSpec(
     output_cost_per_million=0.0,
     max_concurrency=1,
     timeout_s=120,
-    local_server=LocalServerSpec(gguf="smollm2"),
+    local_server=LocalServerSpec(gguf="smollm2", bos_text="<|im_start|>"),
 )
 
 
@@ -201,7 +201,7 @@ def _qwen(name: str, port: int, budgets: dict[str, int]) -> ModelSpec:
         timeout_s=900,
         max_retries=1,
         budgets={budget: BudgetParams(max_tokens=n) for budget, n in budgets.items()},
-        local_server=LocalServerSpec(gguf=name, port=port, n_threads=2, n_ctx=4096, alias=name),
+        local_server=LocalServerSpec(gguf=name, port=port, n_threads=2, n_ctx=4096, alias=name, bos_text="<|endoftext|>"),
     )
 
 

@@ -186,7 +186,7 @@ def test_a_used_model_may_only_map_budgets_the_run_defines(tmp_path):
 def test_smollm2_is_configured_by_default_and_one_line_picks_it():
     cfg = RunConfig(test_model="smollm2")
     assert cfg.models["smollm2"] == SMOLLM2_LOCAL and cfg.sleep_model == "reference"
-    assert SMOLLM2_LOCAL.local_server == LocalServerSpec(gguf="smollm2")
+    assert SMOLLM2_LOCAL.local_server == LocalServerSpec(gguf="smollm2", bos_text="<|im_start|>")
     assert litellm.get_llm_provider(SMOLLM2_LOCAL.model)[1] == "openai"
     assert SMOLLM2_LOCAL.api_base == "http://127.0.0.1:8765/v1"
 
