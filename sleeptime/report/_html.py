@@ -17,6 +17,7 @@ matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 import pandas as pd  # noqa: E402
+from jinja2 import UndefinedError  # noqa: E402
 from markupsafe import Markup  # noqa: E402
 
 from sleeptime.analysis.cost import amortization_curve  # noqa: E402
@@ -206,14 +207,16 @@ def real_model_sections(config: RunConfig) -> tuple[str, list[dict[str, Any]]]:
         try:
             result = json.loads(path.read_text(encoding="utf-8"))
             cells = result["summary"]["cells"]
-            svg = plot_real_model(cells) if cells else "<svg></svg>"
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            table = pd.DataFrame(cells)[["test_model", "cprime", "test", "n", "accuracy", "ci_low", "ci_high",
+                                          "mean_test_tokens", "sleep_tokens_per_context", "amortized_cost_10q"]]
+            svg = plot_real_model(cells)
+            # Rendered here too: a summary missing a key the template reads is named like an unreadable one.
+            section = render("real_model.html.j2", result=result, path=path.name, error=None,
+                             plot_id=f"plot-real-model-{i}", svg=Markup(svg), table=_table(table))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, UndefinedError) as exc:
             parts.append(render("real_model.html.j2", result=None, path=path.name, error=f"{type(exc).__name__}: {exc}"))
             continue
-        table = pd.DataFrame(cells)[["test_model", "cprime", "test", "n", "accuracy", "ci_low", "ci_high",
-                                      "mean_test_tokens", "sleep_tokens_per_context", "amortized_cost_10q"]]
-        parts.append(render("real_model.html.j2", result=result, path=path.name, error=None, plot_id=f"plot-real-model-{i}",
-                            svg=Markup(svg), table=_table(table)))
+        parts.append(section)
         numbers.append({"file": path.name, **{k: v for k, v in result.items() if k != "summary"}, **result["summary"]})
     return "\n".join(parts), numbers
 

@@ -142,20 +142,24 @@ def test_report_shows_each_real_model_summary_the_bench_left(published, tmp_path
                "sleep_scaling": {"qwen-coder-0.5b at t1-brief": [cell, with_c]},
                "predictability": {"log P(q | c) under the 1.5B": None}}
     good, bad = analysis / "real_model.json", analysis / "real_model_broken.json"
+    partial = analysis / "real_model_partial.json"  # reads as JSON, lacks what the section shows
     try:
         good.write_text(json.dumps({"corpus": "demo-subset", "command": "python bench/real_llm.py", "contexts": 24,
                                     "n_queries": 120, "sleep_budgets": ["medium"], "summary": summary}))
         bad.write_text("{not json")
+        partial.write_text(json.dumps({"summary": {"cells": []}}))
         out = write_report(warehouse, config, tmp_path / "real.html")
         page = out.read_text()
         assert "On a real model: demo-subset" in page and 'id="plot-real-model-0"' in page
         assert "qwen-coder-0.5b: 2.4x fewer test tokens" in page and "1.5B medium" in page
         assert "real_model_broken.json</code> could not be read" in page
+        assert "real_model_partial.json</code> could not be read" in page
         numbers = json.loads(out.with_suffix(".json").read_text())["real_models"]
         assert [n["file"] for n in numbers] == ["real_model.json"] and numbers[0]["cells"][1]["accuracy"] == 0.6
     finally:
         good.unlink(missing_ok=True)
         bad.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
 
 
 def test_predictability_command_prints_the_gain_by_quantile(published):
