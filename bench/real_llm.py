@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import sys
 import time
@@ -48,6 +47,7 @@ from sleeptime.dataset import load_corpus  # noqa: E402
 from sleeptime.domain import SleepBudget  # noqa: E402
 from sleeptime.model import ModelGateway, ResponseCache, continuation_logprob  # noqa: E402
 from sleeptime.model.local_server import LocalServer  # noqa: E402
+from sleeptime.policy import wilson_lower_bound  # noqa: E402
 from sleeptime.prompts import NOTES_HEADER  # noqa: E402
 
 DEMO = ROOT / "data" / "demo" / "corpus.jsonl"
@@ -60,12 +60,8 @@ QUERIES_PER_CONTEXT = 10.0
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    """The 95 % Wilson interval: the policy's lower bound, and by symmetry the upper one."""
+    return wilson_lower_bound(k, n, z), 1.0 - wilson_lower_bound(n - k, n, z)
 
 
 def pick(rows, contexts: int, per_context: int):
@@ -234,9 +230,13 @@ def summarize(raw: dict) -> dict:
             }}
 
 
-def markdown(raw: dict, summary: dict, args, load_before: str, load_after: str) -> str:
-    command = "python bench/real_llm.py" + (" --quick" if args.quick else "") + (
+def command_line(args) -> str:
+    return "python bench/real_llm.py" + (" --quick" if args.quick else "") + (
         f" --corpus {args.corpus_label}" if args.corpus_label else "")
+
+
+def markdown(raw: dict, summary: dict, args, load_before: str, load_after: str) -> str:
+    command = command_line(args)
     phases = ", ".join(f"{k} {v / 60:.1f} min" for k, v in raw["phases_s"].items())
     lines = [
         "# The method on a real neural model: Qwen2.5-Coder prepares c', offline",
@@ -347,7 +347,7 @@ def main() -> None:
         "real_model" + (stem[len("real_llm"):] if stem.startswith("real_llm") else f"_{stem}") + ".json")
     for_report.parent.mkdir(parents=True, exist_ok=True)
     for_report.write_text(json.dumps({
-        "corpus": args.corpus_label or "data/demo/corpus.jsonl", "command": text.split("`")[1],
+        "corpus": args.corpus_label or "data/demo/corpus.jsonl", "command": command_line(args),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "contexts": raw["contexts"],
         "n_queries": raw["n_queries"], "sleep_model": BIG, "sleep_budgets": raw["sleep_budgets"],
         "summary": summary}, default=str) + "\n")
